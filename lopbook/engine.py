@@ -294,10 +294,13 @@ class Lockstep:
         for l, h in enumerate(hidden):
             n = self.widths[l]
             dims = [1] + list(range(3, h.dim()))          # batch (and space): [R, B, n, ...]
-            outgoing = self._outgoing(self.weights[l + 1], n).abs()
+            outgoing = self._outgoing(self.weights[l + 1], n)
             if self.utility_type == "contribution":
-                contribution = h.abs().mean(dim=dims) * outgoing.sum(dim=(1, 3))
+                # activations are ReLU outputs, so |h| = h; one example: no mean to take
+                activity = h[:, 0] if h.dim() == 3 and h.shape[1] == 1 else h.mean(dim=dims)
+                contribution = activity * outgoing.abs().sum(dim=(1, 3))
             else:
+                outgoing = outgoing.abs()
                 age = self.step - self.birth[l]
                 self.mean_activation[l].mul_(d).add_(h.mean(dim=dims), alpha=1 - d)
                 mean = self.mean_activation[l] / (1 - d ** age)

@@ -126,8 +126,8 @@ class ContinualBackprop(Backprop):
     ``decay_rate``) of its contribution, ``|activation| * sum |outgoing weights|``; ``replacement_rate`` times the
     number of units older than ``maturity_threshold`` steps accumulates, and whenever the sum reaches one or
     more, that many of the mature units with the lowest (bias-corrected) utility are reinitialised: fresh
-    incoming weights from the initial distribution, zero bias, zero outgoing weights (so the network's output
-    does not change), age and utility reset, and their optimiser state cleared.
+    incoming weights from the initial distribution, zero bias, zero outgoing weights (so that the new units do
+    not disturb what the network has learned), age and utility reset, and their optimiser state cleared.
 
     ``utility="adaptable"`` uses the variant of the authors' code: ``|activation - its running mean|``
     times the mean outgoing weight magnitude, divided by the mean incoming weight magnitude.
@@ -187,8 +187,10 @@ class ContinualBackprop(Backprop):
         """The running average divided by ``1 - decay_rate ** age`` (it starts at zero for every new unit)."""
         return self.utility[l] / (1 - self.decay_rate ** self.age[l])
 
+    @torch.no_grad()
     def reinitialise(self, l: int, units: torch.Tensor) -> None:
-        """Replace hidden ``units`` of layer ``l`` with new ones that leave the network's output unchanged."""
+        """Replace hidden ``units`` of layer ``l`` with fresh ones whose outgoing weights are zero, so that the new
+        units do not change the network's output (without normalisation layers)."""
         incoming, outgoing = self.layers[l], self.layers[l + 1]
         bound = kaiming_bound(incoming)
         fresh = torch.empty((len(units), *incoming.weight.shape[1:]), device=incoming.weight.device)
@@ -222,8 +224,9 @@ class ContinualBackprop(Backprop):
 
     def state_dict(self) -> dict:
         state = super().state_dict()
-        state["cbp"] = {"utility": self.utility, "mean_activation": self.mean_activation, "age": self.age,
-                        "accumulated": self.accumulated, "replacements": self.replacements}
+        state["cbp"] = {name: [t.clone() for t in getattr(self, name)]
+                        for name in ("utility", "mean_activation", "age")}
+        state["cbp"].update(accumulated=list(self.accumulated), replacements=list(self.replacements))
         return state
 
     def load_state_dict(self, state: dict) -> None:

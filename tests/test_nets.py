@@ -8,6 +8,15 @@ from lopbook.nets import MLP, ConvNet, _dropout, kaiming_bound
 from lopbook.runtime import make_generator
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """These tensors are tiny: one thread is faster, and much faster on a busy machine. Restored afterwards."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def _params(net):
     return [p.detach().clone() for p in net.parameters()]
 
@@ -247,3 +256,28 @@ def test_invalid_norm(norm):
         MLP(in_features=4, width=4, depth=1, norm=norm)
     with pytest.raises(ValueError):
         ConvNet(norm=norm)
+
+
+def test_convnet_forward_matches_the_paper_architecture():
+    """conv5x5 -> ReLU -> pool, conv3x3 -> ReLU -> pool, conv3x3 -> ReLU -> pool, flatten, fc, fc, output."""
+    import torch.nn.functional as F
+
+    net = ConvNet(seed=4)
+    with torch.no_grad():  # non-zero biases, so that they are checked too
+        for layer in net.weight_layers():
+            layer.bias.uniform_(-0.1, 0.1, generator=make_generator(0))
+    x = torch.rand(2, 3, 32, 32, generator=make_generator(1))
+    out, hidden = net(x, return_hidden=True)
+    w = [(layer.weight.detach(), layer.bias.detach()) for layer in net.weight_layers()]
+    h = x
+    expected = []
+    for weight, bias in w[:3]:
+        h = F.max_pool2d(torch.relu(F.conv2d(h, weight, bias)), kernel_size=2, stride=2)
+        expected.append(h)
+    h = h.reshape(2, -1)
+    for weight, bias in w[3:5]:
+        h = torch.relu(h @ weight.T + bias)
+        expected.append(h)
+    for a, b in zip(hidden, expected):
+        torch.testing.assert_close(a, b)
+    torch.testing.assert_close(out, h @ w[5][0].T + w[5][1])

@@ -1,0 +1,529 @@
+"""The paper's two experiments as functions of plain configs.
+
+A config (:class:`PermutedMNIST`, :class:`ContinualImageNet`) describes one run: the learner, its
+hyperparameters, the seed and the problem. The defaults are the paper's settings (``scale="full"``).
+:func:`run_permuted_mnist` and :func:`run_continual_imagenet` take a list of them and return one
+:class:`~lopbook.results.RunResult` each. Runs whose settings allow it (same network and optimiser; any
+seeds, step sizes, weight decays, noise levels or replacement rates) are trained together in lockstep by
+:class:`~lopbook.engine.Lockstep`; the others one by one with the reference learners.
+
+With ``out_dir`` every run is saved atomically under its own directory, with a checkpoint at least every
+``checkpoint_every`` seconds and at the end; calling again with the same configs and ``out_dir`` loads finished
+runs and resumes unfinished ones from their last checkpoint, with the same final numbers as an uninterrupted run.
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from . import data as datasets
+from .engine import Lockstep, RunSettings
+from .learners import UTILITIES, Backprop, ContinualBackprop, ShrinkAndPerturb
+from .metrics import PlasticityMetrics, plasticity_metrics
+from .nets import MLP, ConvNet
+from .results import RunResult, atomic_write, load_result, run_key, save_result
+from .runtime import derive_seed, environment, get_device, make_generator
+
+__all__ = ["PermutedMNIST", "ContinualImageNet", "run_permuted_mnist", "run_continual_imagenet", "runs",
+           "ALGORITHMS", "SCALES", "resolve_scale"]
+
+ALGORITHMS = ("backprop", "l2", "shrink_and_perturb", "continual_backprop")
+SCALES = ("smoke", "quick", "full")
+_NAMES = {"backprop": "Backprop", "l2": "L2", "shrink_and_perturb": "Shrink and Perturb",
+          "continual_backprop": "Continual backprop"}
+# fields that may differ between runs trained together in lockstep
+_PER_RUN = {"algorithm", "seed", "label", "step_size", "momentum", "weight_decay", "noise_std", "replacement_rate"}
+
+
+@dataclass
+class _Learning:
+    """The learner's settings, shared by both experiments."""
+
+    algorithm: str = "backprop"       # backprop | l2 | shrink_and_perturb | continual_backprop
+    seed: int = 0
+    step_size: float = 0.003
+    optimizer: str = "sgd"            # sgd | adam
+    momentum: float = 0.0
+    betas: tuple = (0.9, 0.999)
+    weight_decay: float = 0.0         # L2 (also the "shrink" of Shrink-and-Perturb)
+    noise_std: float = 1e-5           # Shrink-and-Perturb only
+    dropout: float = 0.0
+    norm: str | None = None           # None | "layer" | "batch"
+    replacement_rate: float = 1e-4    # continual backprop only
+    maturity_threshold: int = 100
+    decay_rate: float = 0.99
+    utility: str = "contribution"     # contribution | adaptable
+    label: str = ""                   # name in plots; empty: made from the settings
+
+    @property
+    def name(self) -> str:
+        if self.label:
+            return self.label
+        name = _NAMES.get(self.algorithm, self.algorithm)
+        if self.optimizer == "adam":
+            name = "Adam" if self.algorithm == "backprop" else f"{name} (Adam)"
+        if self.dropout:
+            name += f", dropout {self.dropout:g}"
+        if self.norm:
+            name += f", {self.norm} norm"
+        return name
+
+    def validate(self) -> None:
+        def need(ok, message):
+            if not ok:
+                raise ValueError(f"{type(self).__name__}({self.name}): {message}")
+
+        need(self.algorithm in ALGORITHMS, f"unknown algorithm {self.algorithm!r}; choose one of {ALGORITHMS}")
+        need(isinstance(self.seed, (int, np.integer)) and self.seed >= 0, "seed must be a non-negative integer")
+        need(self.step_size > 0, f"step_size must be positive, got {self.step_size}")
+        need(self.optimizer in ("sgd", "adam"), f"optimizer must be 'sgd' or 'adam', got {self.optimizer!r}")
+        need(0 <= self.momentum < 1, f"momentum must be in [0, 1), got {self.momentum}")
+        need(self.optimizer == "sgd" or self.momentum == 0, "momentum is an SGD setting (Adam uses betas)")
+        need(self.weight_decay >= 0, f"weight_decay must be >= 0, got {self.weight_decay}")
+        need(self.algorithm != "l2" or self.weight_decay > 0, "algorithm 'l2' needs weight_decay > 0")
+        need(self.noise_std >= 0, f"noise_std must be >= 0, got {self.noise_std}")
+        need(0 <= self.dropout < 1, f"dropout must be in [0, 1), got {self.dropout}")
+        need(self.norm in (None, "layer", "batch"), f"norm must be None, 'layer' or 'batch', got {self.norm!r}")
+        need(0 <= self.replacement_rate <= 1, f"replacement_rate must be in [0, 1], got {self.replacement_rate}")
+        need(self.maturity_threshold >= 0, "maturity_threshold must be >= 0")
+        need(0 <= self.decay_rate < 1, f"decay_rate must be in [0, 1), got {self.decay_rate}")
+        need(self.utility in UTILITIES, f"utility must be one of {UTILITIES}, got {self.utility!r}")
+        need(self.tasks >= 1, f"tasks must be >= 1, got {self.tasks}")
+        need(self.metrics_every >= 0, "metrics_every must be >= 0 (0: never)")
+        need(self.probe_size >= 1, "probe_size must be >= 1")
+
+    def run_settings(self) -> RunSettings:
+        return RunSettings(
+            seed=derive_seed(self.seed, 1), step_size=self.step_size, momentum=self.momentum,
+            weight_decay=self.weight_decay,
+            noise_std=self.noise_std if self.algorithm == "shrink_and_perturb" else 0.0,
+            replacement_rate=self.replacement_rate if self.algorithm == "continual_backprop" else 0.0)
+
+    def learner(self, net):
+        """The reference learner for this config (:mod:`lopbook.learners`)."""
+        common = dict(optimizer=self.optimizer, betas=self.betas, weight_decay=self.weight_decay,
+                      seed=derive_seed(self.seed, 1))
+        if self.optimizer == "sgd":
+            common["momentum"] = self.momentum
+        if self.algorithm == "shrink_and_perturb":
+            return ShrinkAndPerturb(net, self.step_size, noise_std=self.noise_std, **common)
+        if self.algorithm == "continual_backprop":
+            return ContinualBackprop(net, self.step_size, replacement_rate=self.replacement_rate,
+                                     maturity_threshold=self.maturity_threshold, decay_rate=self.decay_rate,
+                                     utility=self.utility, **common)
+        return Backprop(net, self.step_size, **common)
+
+    def group_key(self) -> tuple:
+        """Runs with equal keys can be trained together in lockstep."""
+        return tuple((k, v) for k, v in sorted(dataclasses.asdict(self).items()) if k not in _PER_RUN)
+
+
+@dataclass
+class PermutedMNIST(_Learning):
+    """One run of Online Permuted MNIST. Defaults: the paper's setting (800 tasks of 60,000 examples, one at a
+    time, network 784-2000-2000-2000-10, step size 0.003).
+
+    ``data``: ``"auto"`` (MNIST's training split if available, else its test split, else scikit-learn's 8x8
+    digits with a warning), ``"train"``, ``"test"`` or ``"digits"``.
+    """
+
+    tasks: int = 800
+    examples_per_task: int = 60_000
+    width: int = 2000
+    depth: int = 3
+    metrics_every: int = 1            # measure the plasticity metrics at the start of every k-th task (0: never)
+    probe_size: int = 2000
+    data: str = "auto"
+
+    def validate(self) -> None:
+        super().validate()
+        if self.examples_per_task < 1 or self.width < 1 or self.depth < 1:
+            raise ValueError(f"PermutedMNIST({self.name}): examples_per_task, width and depth must be >= 1")
+        if self.data not in ("auto", "train", "test", "digits"):
+            raise ValueError(f"PermutedMNIST: data must be 'auto', 'train', 'test' or 'digits', got {self.data!r}")
+        if self.norm == "batch":
+            raise ValueError("PermutedMNIST learns from one example at a time, where batch norm is undefined; "
+                             "use norm='layer'")
+
+
+@dataclass
+class ContinualImageNet(_Learning):
+    """One run of Continual ImageNet: binary tasks on pairs of classes, the output layer reset at each task.
+    Defaults: the paper's setting (2,000 tasks, 250 epochs of mini-batches of 100, SGD with momentum 0.9).
+
+    ``data``: ``"auto"`` (ImageNet 32x32 if ``$LOPBOOK_IMAGENET`` or ``data_dir`` is given, else CIFAR-100,
+    else MNIST digits as classes, with a warning), ``"imagenet"``, ``"cifar100"`` or ``"digits"``.
+    """
+
+    step_size: float = 0.01
+    momentum: float = 0.9
+    tasks: int = 2000
+    epochs: int = 250
+    batch_size: int = 100
+    train_per_class: int = 0          # use only the first k training images of each class (0: all, 600 for ImageNet)
+    test_per_class: int = 0           # likewise for the test images (0: all, 100 for ImageNet)
+    metrics_every: int = 0
+    probe_size: int = 1000
+    data: str = "auto"
+
+    def validate(self) -> None:
+        super().validate()
+        if self.train_per_class < 0 or self.test_per_class < 0:
+            raise ValueError("train_per_class and test_per_class must be >= 0 (0: all the images)")
+        if self.epochs < 1 or self.batch_size < 1:
+            raise ValueError(f"ContinualImageNet({self.name}): epochs and batch_size must be >= 1")
+        if self.data not in ("auto", "imagenet", "cifar100", "digits"):
+            raise ValueError("ContinualImageNet: data must be 'auto', 'imagenet', 'cifar100' or 'digits', "
+                             f"got {self.data!r}")
+        if self.norm == "layer":
+            raise ValueError("the ConvNet supports norm=None or 'batch'")
+
+
+def runs(config, n: int, first_seed: int = 0) -> list:
+    """``n`` copies of ``config`` with seeds ``first_seed, first_seed + 1, ...``."""
+    return [dataclasses.replace(config, seed=first_seed + i) for i in range(n)]
+
+
+def resolve_scale(scale: str) -> str:
+    """The scale to run at: ``$LOPBOOK_SCALE`` when set (the tests use ``smoke``), else ``scale``."""
+    scale = os.environ.get("LOPBOOK_SCALE") or scale
+    if scale not in SCALES:
+        raise ValueError(f"scale must be one of {SCALES}, got {scale!r}")
+    return scale
+
+
+# ---------------------------------------------------------------------------------------------- trainers
+class _Reference:
+    """Runs trained one after the other with the reference learners (same interface as the engine)."""
+
+    def __init__(self, learners, device):
+        self.learners, self.device, self.R = learners, device, len(learners)
+
+    def train_online(self, x, y):
+        correct = torch.zeros(self.R, dtype=torch.long, device=self.device)
+        for r, learner in enumerate(self.learners):
+            for i in range(x.shape[1]):
+                _, out = learner.learn(x[r, i:i + 1], y[r, i:i + 1])
+                correct[r] += (out.argmax(dim=-1) == y[r, i:i + 1]).sum()
+        return correct
+
+    def train_batch(self, x, y):
+        return torch.stack([(l.learn(x[r], y[r])[1].argmax(-1) == y[r]).sum() for r, l in enumerate(self.learners)])
+
+    @torch.no_grad()
+    def evaluate(self, x, y, batch_size=1000):
+        correct = torch.zeros(self.R, dtype=torch.long, device=self.device)
+        for r, learner in enumerate(self.learners):
+            learner.net.eval()
+            for i in range(0, x.shape[1], batch_size):
+                correct[r] += (learner.net(x[r, i:i + batch_size]).argmax(-1) == y[r, i:i + batch_size]).sum()
+            learner.net.train()
+        return correct
+
+    def metrics(self, probe):
+        return [plasticity_metrics(l.net, probe[r]) for r, l in enumerate(self.learners)]
+
+    @torch.no_grad()
+    def reset_head(self):
+        for learner in self.learners:
+            learner.net.reset_output()
+            for p in learner.net.output.parameters():
+                for buffer in learner.optimizer.state.get(p, {}).values():
+                    if isinstance(buffer, torch.Tensor) and buffer.shape == p.shape:
+                        buffer.zero_()
+
+    def run_state(self, r):
+        return self.learners[r].state_dict()
+
+    def load_run_state(self, r, state):
+        self.learners[r].load_state_dict(state)
+
+
+@contextlib.contextmanager
+def _cpu_threads(n: int | None):
+    """Per-example training is dominated by per-call overhead; on the CPU one thread is then fastest."""
+    if n is None:
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _make_trainer(configs, nets, backend, device):
+    supported = all(n.norms is None for n in nets)
+    if backend == "auto":
+        backend = "engine" if supported else "reference"
+    if backend == "engine":
+        if not supported:
+            raise ValueError("the lockstep engine does not support normalisation layers; use backend='reference'")
+        c = configs[0]
+        trainer = Lockstep(nets, [cfg.run_settings() for cfg in configs], optimizer=c.optimizer, betas=c.betas,
+                           maturity_threshold=c.maturity_threshold, decay_rate=c.decay_rate, utility=c.utility,
+                           device=device)
+    elif backend == "reference":
+        trainer = _Reference([cfg.learner(net.to(device)) for cfg, net in zip(configs, nets)], device)
+    else:
+        raise ValueError(f"backend must be 'auto', 'engine' or 'reference', got {backend!r}")
+    return trainer, backend
+
+
+# ---------------------------------------------------------------------------------------------- the runner
+class _Run:
+    """Book-keeping of one run during an experiment: its partial results and where they are saved."""
+
+    def __init__(self, config, out_dir, meta):
+        self.config = config
+        self.dir = Path(out_dir) / run_key(config) if out_dir is not None else None
+        self.accuracy, self.train_accuracy, self.metrics = [], [], []
+        self.meta = dict(meta)
+        self.wall_time = 0.0
+        self.state = None
+
+    def load(self):
+        """Finished result, or the last checkpoint of an unfinished run, if any."""
+        if self.dir is None:
+            return None
+        if (self.dir / "result.json").exists():
+            result = load_result(self.dir)
+            if result.complete:
+                return result
+        if (self.dir / "checkpoint.pt").exists():
+            saved = torch.load(self.dir / "checkpoint.pt", map_location="cpu", weights_only=False)
+            if saved["config"] != dataclasses.asdict(self.config):
+                raise ValueError(f"{self.dir} holds a different run; remove it or use another out_dir")
+            self.accuracy, self.train_accuracy = saved["accuracy"], saved["train_accuracy"]
+            self.metrics, self.wall_time, self.state = saved["metrics"], saved["wall_time"], saved["state"]
+            self.meta["resumed_from_task"] = len(self.accuracy)
+        return None
+
+    def result(self) -> RunResult:
+        metrics = {}
+        if self.metrics:
+            metrics["task"] = np.array([t for t, _ in self.metrics])
+            for key in PlasticityMetrics.__dataclass_fields__:
+                metrics[key] = np.array([getattr(m, key) for _, m in self.metrics], dtype=float)
+        meta = dict(self.meta, wall_time_s=self.wall_time)
+        return RunResult(self.config, np.array(self.accuracy, dtype=float), np.array(self.train_accuracy,
+                                                                                     dtype=float), metrics, meta)
+
+    def save(self, state):
+        if self.dir is None:
+            return
+        payload = {"config": dataclasses.asdict(self.config), "accuracy": self.accuracy,
+                   "train_accuracy": self.train_accuracy, "metrics": self.metrics, "wall_time": self.wall_time,
+                   "state": state}
+        atomic_write(self.dir / "checkpoint.pt", lambda tmp: torch.save(payload, tmp))
+        result = self.result()
+        save_result(result, self.dir)
+        if result.complete:
+            (self.dir / "checkpoint.pt").unlink()
+
+
+def _run_experiment(configs, kind, out_dir, device, backend, progress, checkpoint_every, prepare, run_group):
+    configs = list(configs) if isinstance(configs, (list, tuple)) else [configs]
+    if not configs:
+        raise ValueError("no configs given")
+    for cfg in configs:
+        if not isinstance(cfg, kind):
+            raise TypeError(f"expected {kind.__name__} configs, got {type(cfg).__name__}")
+        cfg.validate()
+    if len({run_key(c) for c in configs}) != len(configs):
+        raise ValueError("two configs describe the same run (same settings and seed); give them different seeds")
+    device = get_device(device)
+    env = environment(device)
+    results: dict[int, RunResult] = {}
+    groups: dict[tuple, list[int]] = {}
+    for i, cfg in enumerate(configs):
+        groups.setdefault(cfg.group_key(), []).append(i)
+    for members in groups.values():
+        shared = prepare(configs[members[0]], device)          # the data, loaded once per group
+        pending: dict[int, list[_Run]] = {}
+        for i in members:
+            run = _Run(configs[i], out_dir, dict(env, **shared.meta, backend=None))
+            finished = run.load()
+            if finished is not None:
+                results[i] = finished
+            else:
+                pending.setdefault(len(run.accuracy), []).append((i, run))
+        for start, items in sorted(pending.items()):
+            runs_ = [run for _, run in items]
+            run_group(runs_, shared, start, device, backend, progress, checkpoint_every)
+            for i, run in items:
+                results[i] = run.result()
+    return [results[i] for i in range(len(configs))]
+
+
+def _train_tasks(runs_, trainer, start, progress, checkpoint_every, do_task, desc):
+    """The loop shared by both experiments: tasks, progress bar, timing and checkpoints."""
+    cfg = runs_[0].config
+    last_save = time.monotonic()
+    with tqdm(total=cfg.tasks, initial=start, desc=desc, disable=not progress, unit="task") as bar:
+        for t in range(start, cfg.tasks):
+            began = time.monotonic()
+            do_task(t)
+            spent = time.monotonic() - began
+            for run in runs_:
+                run.wall_time += spent / len(runs_)
+            bar.update(1)
+            bar.set_postfix(accuracy=f"{np.mean([r.accuracy[-1] for r in runs_]):.3f}")
+            if t == cfg.tasks - 1 or time.monotonic() - last_save >= checkpoint_every:
+                for r, run in enumerate(runs_):
+                    run.save(trainer.run_state(r))
+                last_save = time.monotonic()
+
+
+def _record_metrics(runs_, trainer, t, probe):
+    for run, m in zip(runs_, trainer.metrics(probe)):
+        run.metrics.append((t, m))
+
+
+@dataclass
+class _Shared:
+    data: object
+    meta: dict
+
+
+# ---------------------------------------------------------------------------------------------- Permuted MNIST
+def _prepare_mnist(cfg: PermutedMNIST, device, data_dir=None):
+    if cfg.data == "digits":
+        dataset = datasets.load_digits_fallback()
+    else:
+        split = {"auto": "auto", "train": "train", "test": "test"}[cfg.data]
+        dataset = datasets.mnist_or_digits(data_dir, split=split)
+    if dataset.warning:
+        warnings.warn(f"{cfg.name}: {dataset.warning}", datasets.DataWarning, stacklevel=3)
+    meta = {"dataset": dataset.name, "dataset_warning": dataset.warning}
+    return _Shared((dataset, dataset.x.to(device), dataset.y.to(device)), meta)
+
+
+def _run_mnist_group(runs_, shared, start, device, backend, progress, checkpoint_every, chunk=1000):
+    cfg = runs_[0].config
+    dataset, x_all, y_all = shared.data
+    streams = [datasets.PermutedMNISTStream(dataset, run.config.seed, cfg.examples_per_task) for run in runs_]
+    nets = [MLP(dataset.n_features, cfg.width, cfg.depth, 10, cfg.dropout, cfg.norm, seed=run.config.seed)
+            for run in runs_]
+    trainer, used = _make_trainer([run.config for run in runs_], nets, backend, device)
+    for r, run in enumerate(runs_):
+        run.meta["backend"] = used
+        if run.state is not None:
+            trainer.load_run_state(r, run.state)
+    R = len(runs_)
+
+    def examples(perm, order):
+        x = x_all[order]                                       # [R, c, D]
+        return torch.gather(x, 2, perm[:, None, :].expand(-1, order.shape[1], -1)), y_all[order]
+
+    def do_task(t):
+        perm = torch.stack([s.permutation(t) for s in streams]).to(device)
+        order = torch.stack([s.order(t) for s in streams]).to(device)
+        if cfg.metrics_every and t % cfg.metrics_every == 0:
+            _record_metrics(runs_, trainer, t, examples(perm, order[:, :cfg.probe_size])[0])
+        correct = torch.zeros(R, dtype=torch.long, device=device)
+        for a in range(0, cfg.examples_per_task, chunk):
+            x, y = examples(perm, order[:, a:a + chunk])
+            correct += trainer.train_online(x, y)
+        for run, c in zip(runs_, (correct.double() / cfg.examples_per_task).tolist()):
+            run.accuracy.append(c)
+
+    threads = 1 if device.type == "cpu" and (used == "reference" or R * cfg.width <= 400) else None
+    with _cpu_threads(threads):
+        _train_tasks(runs_, trainer, start, progress, checkpoint_every, do_task,
+                     f"Permuted MNIST, {R} run{'s' * (R > 1)}")
+
+
+def run_permuted_mnist(configs, out_dir=None, data_dir=None, device=None, backend="auto", progress=True,
+                       checkpoint_every=60.0) -> list[RunResult]:
+    """Run Online Permuted MNIST for every config (a :class:`PermutedMNIST` or a list of them).
+
+    Parameters
+    ----------
+    out_dir : save results and checkpoints here, and resume from them (None: keep nothing on disk).
+    data_dir : MNIST directory (else ``$LOPBOOK_DATA``, else download, else the 8x8 digits with a warning).
+    device : ``"cpu"``, ``"cuda"`` or None (CUDA when present).
+    backend : ``"auto"`` (the lockstep engine where it applies), ``"engine"`` or ``"reference"``.
+    checkpoint_every : seconds between checkpoints (one is always made after the last task).
+    """
+    return _run_experiment(configs, PermutedMNIST, out_dir, device, backend, progress, checkpoint_every,
+                           lambda cfg, dev: _prepare_mnist(cfg, dev, data_dir), _run_mnist_group)
+
+
+# ---------------------------------------------------------------------------------------------- Continual ImageNet
+def _prepare_imagenet(cfg: ContinualImageNet, device, data_dir=None):
+    source = datasets.class_images(cfg.data, root=data_dir)
+    meta = {"dataset": source.name, "dataset_warning": source.warning}
+    return _Shared(source, meta)
+
+
+def _run_imagenet_group(runs_, shared, start, device, backend, progress, checkpoint_every):
+    cfg = runs_[0].config
+    streams = [datasets.BinaryTaskStream(shared.data, run.config.seed) for run in runs_]
+    nets = [ConvNet(3, 2, cfg.dropout, cfg.norm, seed=run.config.seed) for run in runs_]
+    trainer, used = _make_trainer([run.config for run in runs_], nets, backend, device)
+    for r, run in enumerate(runs_):
+        run.meta["backend"] = used
+        if run.state is not None:
+            trainer.load_run_state(r, run.state)
+    R = len(runs_)
+    rows = torch.arange(R, device=device)[:, None]
+
+    source = shared.data
+    for name in ("train_per_class", "test_per_class"):
+        if getattr(cfg, name) > getattr(source, name):
+            raise ValueError(f"{name}={getattr(cfg, name)} but {source.name} has only {getattr(source, name)}")
+    keep_train = _first_of_each_class(source.train_per_class, cfg.train_per_class)
+    keep_test = _first_of_each_class(source.test_per_class, cfg.test_per_class)
+
+    def do_task(t):
+        parts = [s.task(t) for s in streams]
+        x_train, y_train, x_test, y_test = (
+            torch.stack([p[i][keep] for p in parts]).to(device)
+            for i, keep in enumerate((keep_train, keep_train, keep_test, keep_test)))
+        n = x_train.shape[1]
+        trainer.reset_head()
+        if cfg.metrics_every and t % cfg.metrics_every == 0:
+            _record_metrics(runs_, trainer, t, x_train[:, :cfg.probe_size])
+        shufflers = [make_generator(derive_seed(run.config.seed, 2, t)) for run in runs_]
+        for epoch in range(cfg.epochs):
+            order = torch.stack([torch.randperm(n, generator=g) for g in shufflers]).to(device)
+            correct = torch.zeros(R, dtype=torch.long, device=device)
+            for a in range(0, n, cfg.batch_size):
+                idx = order[:, a:a + cfg.batch_size]
+                correct += trainer.train_batch(x_train[rows, idx], y_train[rows, idx])
+        test = trainer.evaluate(x_test, y_test)
+        for run, c, e in zip(runs_, (correct.double() / n).tolist(), (test.double() / x_test.shape[1]).tolist()):
+            run.train_accuracy.append(c)
+            run.accuracy.append(e)
+
+    _train_tasks(runs_, trainer, start, progress, checkpoint_every, do_task,
+                 f"Continual ImageNet ({shared.meta['dataset']}), {R} run{'s' * (R > 1)}")
+
+
+def _first_of_each_class(per_class: int, k: int) -> torch.Tensor:
+    """Indices of the first ``k`` examples of each of the two classes of a task (``k = 0``: all)."""
+    k = k or per_class
+    return torch.cat([torch.arange(k), per_class + torch.arange(k)])
+
+
+def run_continual_imagenet(configs, out_dir=None, data_dir=None, device=None, backend="auto", progress=True,
+                           checkpoint_every=60.0) -> list[RunResult]:
+    """Run Continual ImageNet for every config (a :class:`ContinualImageNet` or a list of them).
+
+    ``accuracy`` is the test accuracy on each task's held-out images after training on it; ``train_accuracy``
+    the accuracy on the training batches of the task's last epoch. Other parameters as in
+    :func:`run_permuted_mnist` (``data_dir``: the ImageNet 32x32 class files, else ``$LOPBOOK_IMAGENET``).
+    """
+    return _run_experiment(configs, ContinualImageNet, out_dir, device, backend, progress, checkpoint_every,
+                           lambda cfg, dev: _prepare_imagenet(cfg, dev, data_dir), _run_imagenet_group)

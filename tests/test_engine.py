@@ -1,0 +1,504 @@
+"""Tests of lopbook.engine.Lockstep: R runs trained in lockstep give the numbers of the reference learners.
+
+The engine computes the same mathematics as :mod:`lopbook.learners` with batched kernels (``bmm`` instead of
+``mm``, a fused SGD update), so the two agree to float32 rounding, not bit for bit: outputs and parameters are
+compared with small absolute tolerances, predictions and continual-backprop bookkeeping (which units were
+replaced, when) exactly. Checkpoints of the engine itself (``run_state`` / ``load_run_state``) must continue bit
+for bit.
+"""
+import io
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from lopbook.engine import Lockstep, RunSettings
+from lopbook.learners import Backprop, ContinualBackprop, ShrinkAndPerturb
+from lopbook.metrics import plasticity_metrics
+from lopbook.nets import MLP, ConvNet, kaiming_bound
+from lopbook.runtime import make_generator
+
+IN, OUT, WIDTH, DEPTH = 20, 5, 24, 2
+ATOL = 1e-4                 # float32 rounding of batched vs. one-by-one kernels, after a few hundred steps
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Per-example steps are overhead-bound; one thread is fastest and keeps the suite within its budget."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+# ----------------------------------------------------------------------------------------------- helpers
+def make_mlp(seed, dropout=0.0, norm=None, width=WIDTH):
+    return MLP(IN, width, DEPTH, OUT, dropout=dropout, norm=norm, seed=seed)
+
+
+def make_conv(seed, dropout=0.0):
+    return ConvNet(3, 2, dropout=dropout, seed=seed)
+
+
+def reference_learner(net, run, optimizer="sgd", maturity_threshold=100, decay_rate=0.99,
+                      utility="contribution", cbp=None):
+    """The reference learner doing what ``run`` asks (``cbp``: force a ContinualBackprop learner)."""
+    common = dict(optimizer=optimizer, weight_decay=run.weight_decay, seed=run.seed)
+    if optimizer == "sgd":
+        common["momentum"] = run.momentum
+    if run.noise_std > 0:
+        return ShrinkAndPerturb(net, run.step_size, noise_std=run.noise_std, **common)
+    if run.replacement_rate > 0 or cbp:
+        return ContinualBackprop(net, run.step_size, replacement_rate=run.replacement_rate,
+                                 maturity_threshold=maturity_threshold, decay_rate=decay_rate, utility=utility,
+                                 **common)
+    return Backprop(net, run.step_size, **common)
+
+
+def stream(seed, steps, R, batch, conv=False):
+    """Per-run data: ``x`` ``[R, batch, ...]`` and labels ``[R, batch]``, a different batch for every run."""
+    g = make_generator(seed)
+    shape = (R, batch, 3, 32, 32) if conv else (R, batch, IN)
+    n_classes = 2 if conv else OUT
+    for _ in range(steps):
+        yield torch.rand(shape, generator=g), torch.randint(0, n_classes, (R, batch), generator=g)
+
+
+def train_both(make_net, runs, steps, batch=1, conv=False, optimizer="sgd", data_seed=0, atol=ATOL, **cbp):
+    """Train ``runs`` in one Lockstep and one by one with reference learners; compare every step's outputs."""
+    R = len(runs)
+    engine = Lockstep([make_net(r) for r in range(R)], runs, optimizer=optimizer, **cbp)
+    refs = [reference_learner(make_net(r), run, optimizer, **cbp) for r, run in enumerate(runs)]
+    worst = 0.0
+    for x, y in stream(data_seed, steps, R, batch, conv):
+        out = engine.learn(x, y)
+        assert out.shape == (R, batch, 2 if conv else OUT)
+        for r, learner in enumerate(refs):
+            _, ref_out = learner.learn(x[r], y[r])
+            worst = max(worst, float((out[r] - ref_out).abs().max()))
+            # same predictions at every step (the online accuracy of the experiments is made of these)
+            assert torch.equal(out[r].argmax(-1), ref_out.argmax(-1))
+    assert worst <= atol, f"outputs drifted apart by {worst}"
+    return engine, refs
+
+
+def assert_same_params(engine, refs, atol=ATOL):
+    for r, learner in enumerate(refs):
+        ref_params = list(learner.net.parameters())
+        assert len(ref_params) == len(engine.params)
+        for mine, theirs in zip(engine.params, ref_params):
+            assert mine[r].shape == theirs.shape
+            torch.testing.assert_close(mine[r], theirs.detach(), rtol=0, atol=atol)
+
+
+def assert_same_cbp_state(engine, refs):
+    """Same units replaced at the same steps: equal counts, equal ages, close utilities."""
+    for r, learner in enumerate(refs):
+        if not isinstance(learner, ContinualBackprop):
+            assert engine.replacements[r].sum() == 0
+            continue
+        assert engine.replacements[r].tolist() == learner.replacements
+        for l in range(len(engine.widths)):
+            assert torch.equal(engine.step - engine.birth[l][r], learner.age[l])
+            torch.testing.assert_close(engine.utility[l][r], learner.utility[l], rtol=1e-4, atol=1e-6)
+            if learner.utility_type == "adaptable":
+                torch.testing.assert_close(engine.mean_activation[l][r], learner.mean_activation[l],
+                                           rtol=1e-4, atol=1e-6)
+
+
+def assert_same_metrics(engine, refs, probe):
+    """``engine.metrics`` equals ``plasticity_metrics`` of the reference network, run by run."""
+    mine = engine.metrics(probe)
+    assert len(mine) == len(refs)
+    for r, (m, learner) in enumerate(zip(mine, refs)):
+        theirs = plasticity_metrics(learner.net, probe[r])
+        assert m.dead_percent == theirs.dead_percent
+        assert m.dead_percent_total == theirs.dead_percent_total
+        assert m.effective_rank == pytest.approx(theirs.effective_rank, rel=1e-4)
+        assert m.effective_rank_percent == pytest.approx(theirs.effective_rank_percent, rel=1e-4)
+        assert m.weight_magnitude == pytest.approx(theirs.weight_magnitude, rel=1e-4)
+        assert m.weight_magnitude_total == pytest.approx(theirs.weight_magnitude_total, rel=1e-4)
+
+
+def probe_batch(R, n=60, conv=False, seed=99):
+    g = make_generator(seed)
+    return torch.rand((R, n, 3, 32, 32) if conv else (R, n, IN), generator=g)
+
+
+# ----------------------------------------------------------------------------------------------- MLP, SGD
+@pytest.mark.parametrize("utility", ["contribution", "adaptable"])
+def test_mlp_sgd_runs_match_reference_learners(utility):
+    runs = [
+        RunSettings(seed=11, step_size=0.01),                                  # plain backprop
+        RunSettings(seed=12, step_size=0.03),                                  # another step size
+        RunSettings(seed=13, step_size=0.01, momentum=0.9),                    # momentum
+        RunSettings(seed=14, step_size=0.02, weight_decay=1e-3),               # L2
+        RunSettings(seed=15, step_size=0.02, weight_decay=1e-3, noise_std=1e-3),   # Shrink-and-Perturb
+        RunSettings(seed=16, step_size=0.02, replacement_rate=0.02),           # continual backprop
+        RunSettings(seed=17, step_size=0.01, momentum=0.5, replacement_rate=0.05),  # CBP + momentum
+    ]
+    engine, refs = train_both(make_mlp, runs, steps=300, maturity_threshold=20, utility=utility)
+    assert engine.step == 300
+    assert_same_params(engine, refs)
+    # replacements happened, in both implementations, in every layer of the CBP runs
+    assert (engine.replacements[5:] > 0).all()
+    assert engine.replacements.sum() > 0
+    assert_same_cbp_state(engine, refs)
+    assert_same_metrics(engine, refs, probe_batch(len(runs)))
+    # the runs really differ from each other (one engine does not train R copies of one run)
+    assert not torch.allclose(engine.params[0][0], engine.params[0][1])
+
+
+def test_mlp_sgd_fused_path_matches_reference():
+    """No momentum anywhere: the engine takes its fused SGD path (update inside the backward pass)."""
+    runs = [RunSettings(seed=1, step_size=0.01), RunSettings(seed=2, step_size=0.03, weight_decay=1e-3),
+            RunSettings(seed=3, step_size=0.02, noise_std=1e-3, weight_decay=1e-4),
+            RunSettings(seed=4, step_size=0.02, replacement_rate=0.03)]
+    engine, refs = train_both(make_mlp, runs, steps=300, maturity_threshold=20, data_seed=5)
+    assert engine.fused_sgd
+    assert_same_params(engine, refs)
+    assert engine.replacements[3].sum() > 0
+    assert_same_cbp_state(engine, refs)
+
+
+def test_mlp_minibatches_match_reference():
+    runs = [RunSettings(seed=1, step_size=0.03), RunSettings(seed=2, step_size=0.03, replacement_rate=0.05)]
+    engine, refs = train_both(make_mlp, runs, steps=150, batch=7, maturity_threshold=10, data_seed=3,
+                              utility="adaptable")
+    assert_same_params(engine, refs)
+    assert engine.replacements[1].sum() > 0
+    assert_same_cbp_state(engine, refs)
+
+
+def test_mlp_adam_matches_reference():
+    runs = [RunSettings(seed=21, step_size=1e-3), RunSettings(seed=22, step_size=3e-3, weight_decay=1e-3),
+            RunSettings(seed=23, step_size=1e-3, noise_std=1e-4),
+            RunSettings(seed=24, step_size=1e-3, replacement_rate=0.03)]
+    engine, refs = train_both(make_mlp, runs, steps=250, optimizer="adam", maturity_threshold=20, data_seed=1)
+    assert engine.adam_step == 250
+    assert_same_params(engine, refs)
+    assert engine.replacements[3].sum() > 0
+    assert_same_cbp_state(engine, refs)
+    # Adam's moment estimates agree too
+    for r, learner in enumerate(refs):
+        for i, p in enumerate(learner.net.parameters()):
+            state = learner.optimizer.state[p]
+            torch.testing.assert_close(engine.state["exp_avg"][i][r], state["exp_avg"], rtol=1e-3, atol=1e-6)
+            torch.testing.assert_close(engine.state["exp_avg_sq"][i][r], state["exp_avg_sq"], rtol=1e-3,
+                                       atol=1e-8)
+    assert_same_metrics(engine, refs, probe_batch(len(runs)))
+
+
+@pytest.mark.parametrize("utility", ["contribution", "adaptable"])
+def test_mlp_dropout_matches_reference(utility):
+    """Dropout masks come from each run's own generator, in the same order as in the learners."""
+    runs = [RunSettings(seed=31, step_size=0.01), RunSettings(seed=32, step_size=0.02, noise_std=1e-3),
+            RunSettings(seed=33, step_size=0.01, replacement_rate=0.03)]
+    engine, refs = train_both(lambda s: make_mlp(s, dropout=0.2), runs, steps=250, maturity_threshold=20,
+                              data_seed=2, utility=utility)
+    assert engine.dropout == 0.2
+    assert_same_params(engine, refs)
+    assert engine.replacements[2].sum() > 0
+    assert_same_cbp_state(engine, refs)
+    assert_same_metrics(engine, refs, probe_batch(len(runs)))     # metrics: no dropout, in both
+
+
+def test_zero_replacement_rate_run_is_plain_backprop_inside_a_cbp_engine():
+    runs = [RunSettings(seed=41, step_size=0.02, replacement_rate=0.05),
+            RunSettings(seed=42, step_size=0.02, replacement_rate=0.0),
+            RunSettings(seed=43, step_size=0.02, replacement_rate=0.05, momentum=0.5),
+            RunSettings(seed=44, step_size=0.02, replacement_rate=0.0, momentum=0.5)]
+    engine, refs = train_both(make_mlp, runs, steps=250, maturity_threshold=10, data_seed=4)
+    assert engine.any_replacement
+    assert isinstance(refs[1], Backprop) and not isinstance(refs[1], ContinualBackprop)
+    assert engine.replacements[[0, 2]].sum(axis=1).min() > 0
+    assert engine.replacements[[1, 3]].sum() == 0
+    assert (engine.birth[0][[1, 3]] == 0).all() and (engine.birth[1][[1, 3]] == 0).all()
+    assert_same_params(engine, refs)
+    assert_same_cbp_state(engine, refs)
+
+
+# ----------------------------------------------------------------------------------------------- ConvNet
+# One ConvNet step on a batch of 8 images has ~10^5 ReLU and max-pool decisions; in float32 the engine's grouped
+# convolutions and the reference's plain ones round differently, and every few steps one of those decisions sits
+# within rounding of its kink and flips, after which the runs drift apart chaotically. The long comparisons are
+# therefore made in float64 (default dtype, so the generators' draws are float64 in both implementations) with
+# step sizes, momenta, weight decays and noise levels that are powers of two, so that the engine's float32
+# copies of them are exact: the two implementations then agree to float64 rounding. A short float32 check
+# follows.
+@pytest.fixture
+def float64():
+    before = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(before)
+
+
+def test_convnet_sgd_momentum_cbp_matches_reference(float64):
+    runs = [RunSettings(seed=51, step_size=2 ** -7, momentum=0.875),
+            RunSettings(seed=52, step_size=2 ** -7, momentum=0.875, replacement_rate=0.02),
+            RunSettings(seed=53, step_size=2 ** -6, momentum=0.875, replacement_rate=0.02, weight_decay=2 ** -10)]
+    engine, refs = train_both(make_conv, runs, steps=15, batch=8, conv=True, maturity_threshold=3, data_seed=6,
+                              atol=1e-9)
+    assert engine.conv and engine.params[0].dtype == torch.float64
+    assert_same_params(engine, refs, atol=1e-9)
+    assert (engine.replacements[1:] > 0).all()      # every hidden layer (conv and fc) replaced units
+    assert_same_cbp_state(engine, refs)
+    assert_same_metrics(engine, refs, probe_batch(len(runs), n=16, conv=True))
+
+
+def test_convnet_adam_dropout_matches_reference(float64):
+    runs = [RunSettings(seed=61, step_size=2 ** -10),
+            RunSettings(seed=62, step_size=2 ** -10, replacement_rate=0.02),
+            RunSettings(seed=63, step_size=2 ** -10, noise_std=2 ** -13, weight_decay=2 ** -13)]
+    engine, refs = train_both(lambda s: make_conv(s, dropout=0.125), runs, steps=12, batch=8, conv=True,
+                              optimizer="adam", maturity_threshold=3, data_seed=7, utility="adaptable", atol=1e-6)
+    # Adam divides by the root of tiny second moments, which magnifies rounding in parameters that barely learn
+    assert_same_params(engine, refs, atol=1e-4)
+    assert (engine.replacements[1] > 0).all()
+    assert_same_cbp_state(engine, refs)
+    assert_same_metrics(engine, refs, probe_batch(len(runs), n=16, conv=True))
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_convnet_float32_few_steps_match_reference(optimizer):
+    lr, mom = (0.01, 0.9) if optimizer == "sgd" else (1e-3, 0.0)
+    runs = [RunSettings(seed=91, step_size=lr, momentum=mom),
+            RunSettings(seed=92, step_size=lr, momentum=mom, replacement_rate=0.05)]
+    engine, refs = train_both(make_conv, runs, steps=4, batch=8, conv=True, optimizer=optimizer,
+                              maturity_threshold=1, data_seed=8, atol=1e-3)
+    assert engine.params[0].dtype == torch.float32
+    assert_same_params(engine, refs, atol=1e-3)
+    assert engine.replacements[1].sum() > 0
+    assert_same_cbp_state(engine, refs)
+
+
+def test_convnet_reset_head_evaluate_and_train_batch():
+    nets = [make_conv(s) for s in range(2)]
+    engine = Lockstep(nets, [RunSettings(seed=1, step_size=0.01, momentum=0.9)] * 2)
+    x, y = next(stream(8, 1, 2, 8, conv=True))
+    correct = engine.train_batch(x, y)
+    assert correct.shape == (2,) and 0 <= int(correct.min()) and int(correct.max()) <= 8
+    engine.reset_head()
+    assert engine.params[-1].abs().sum() == 0 and engine.params[-2].abs().sum() == 0
+    assert engine.state["momentum_buffer"][-1].abs().sum() == 0
+    assert engine.state["momentum_buffer"][-2].abs().sum() == 0
+    assert engine.state["momentum_buffer"][0].abs().sum() > 0       # the rest of the network keeps its state
+    # a zero head gives equal logits: argmax picks class 0 for every example
+    assert engine.evaluate(x, torch.zeros_like(y), batch_size=3).tolist() == [8, 8]
+
+
+def test_evaluate_matches_reference_networks():
+    nets = [make_mlp(s) for s in range(3)]
+    engine = Lockstep([make_mlp(s) for s in range(3)], [RunSettings(seed=s, step_size=0.01) for s in range(3)])
+    x, y = next(stream(9, 1, 3, 50))
+    expected = [int((net(x[r]).argmax(-1) == y[r]).sum()) for r, net in enumerate(nets)]
+    assert engine.evaluate(x, y, batch_size=16).tolist() == expected
+
+
+def test_train_online_counts_the_predictions_made_before_each_update():
+    runs = [RunSettings(seed=1, step_size=0.03), RunSettings(seed=2, step_size=0.01, replacement_rate=0.05)]
+    engine = Lockstep([make_mlp(s) for s in range(2)], runs, maturity_threshold=5)
+    refs = [reference_learner(make_mlp(s), run, maturity_threshold=5) for s, run in enumerate(runs)]
+    x, y = next(stream(10, 1, 2, 120))
+    correct = engine.train_online(x, y)
+    expected = [sum(int(learner.learn(x[r, i:i + 1], y[r, i:i + 1])[1].argmax(-1) == y[r, i])
+                    for i in range(x.shape[1])) for r, learner in enumerate(refs)]
+    assert correct.tolist() == expected
+    assert engine.step == 120
+    assert_same_params(engine, refs)
+
+
+# ----------------------------------------------------------------------------------------------- replaced units
+def _outgoing_mask(weight_out_shape, n_units, units):
+    """Entries of the next layer's weight ([out, in, ...]) that belong to hidden units ``units`` (a conv channel
+    feeding a linear layer owns ``in / n_units`` consecutive columns of the flattened map)."""
+    mask = torch.zeros(weight_out_shape, dtype=torch.bool)
+    per_unit = weight_out_shape[1] // n_units
+    for u in units:
+        mask[:, u * per_unit:(u + 1) * per_unit] = True
+    return mask
+
+
+@pytest.mark.parametrize("kind,optimizer", [("mlp", "adam"), ("mlp", "sgd"), ("convnet", "sgd")])
+def test_replaced_units_in_engine(kind, optimizer):
+    conv = kind == "convnet"
+    momentum = 0.0 if optimizer == "adam" else 0.9
+    runs = [RunSettings(seed=71, step_size=1e-3 if optimizer == "adam" else 0.01, momentum=momentum,
+                        replacement_rate=0.05),
+            RunSettings(seed=72, step_size=1e-3 if optimizer == "adam" else 0.01, momentum=momentum)]
+    make = make_conv if conv else make_mlp
+    engine = Lockstep([make(s) for s in range(2)], runs, optimizer=optimizer, maturity_threshold=3)
+    buffers = engine.state["exp_avg"] if optimizer == "adam" else engine.state["momentum_buffer"]
+    checked = set()
+    for x, y in stream(11, 12 if conv else 60, 2, 4, conv):
+        before = [w.clone() for w in engine.weights]
+        replaced_before = engine.replacements.copy()
+        engine.learn(x, y)
+        assert engine.replacements[1].sum() == 0
+        for l, n in enumerate(engine.widths):
+            units = torch.nonzero(engine.birth[l][0] == engine.step).flatten().tolist()
+            assert len(units) == engine.replacements[0, l] - replaced_before[0, l]
+            if not units:
+                continue
+            checked.add(l)
+            w_in, b_in, w_out = engine.weights[l][0], engine.biases[l][0], engine.weights[l + 1][0]
+            bound = kaiming_bound(make(0).weight_layers()[l])
+            assert bound == engine.bounds[l]
+            assert (w_in[units].abs() <= bound).all()
+            assert not torch.equal(w_in[units], before[l][0][units])            # drawn afresh
+            assert w_in[units].std() > bound / 4                                 # ... from the whole range
+            assert (b_in[units] == 0).all()
+            mask = _outgoing_mask(w_out.shape, n, units)
+            assert (w_out[mask] == 0).all()
+            assert (w_out[~mask] != 0).any()
+            assert engine.utility[l][0, units].abs().sum() == 0
+            # optimiser state of the reset entries
+            for name, state in engine.state.items():
+                assert (state[2 * l][0][units] == 0).all(), name
+                assert (state[2 * l + 1][0][units] == 0).all(), name
+                assert (state[2 * l + 2][0][mask] == 0).all(), name
+            assert buffers[2 * l][0].abs().sum() > 0                            # ... and only those
+    assert checked == set(range(len(engine.widths)))
+
+
+def test_new_units_leave_the_output_unchanged():
+    """Replacement happens after the update; recomputing with the replaced units' incoming weights scrambled
+    gives the same output (their outgoing weights are zero)."""
+    runs = [RunSettings(seed=5, step_size=0.01, replacement_rate=0.2)]
+    engine = Lockstep([make_mlp(0)], runs, maturity_threshold=2)
+    probe = probe_batch(1)
+    for x, y in stream(12, 6, 1, 1):
+        engine.learn(x, y)
+    assert engine.replacements.sum() > 0
+    out = engine.forward(probe)[0]
+    for l in range(len(engine.widths)):
+        units = torch.nonzero(engine.birth[l][0] == engine.step).flatten()
+        engine.weights[l][0, units] = 5.0
+    torch.testing.assert_close(engine.forward(probe)[0], out, rtol=0, atol=0)
+
+
+# ----------------------------------------------------------------------------------------------- checkpoints
+def _roundtrip(state):
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    buffer.seek(0)
+    return torch.load(buffer, weights_only=False)
+
+
+@pytest.mark.parametrize("kind,optimizer", [("mlp", "sgd"), ("mlp", "adam"), ("convnet", "sgd")])
+def test_run_state_roundtrip_continues_identically(kind, optimizer):
+    conv = kind == "convnet"
+    lr = 1e-3 if optimizer == "adam" else 0.02
+    mom = 0.9 if optimizer == "sgd" and conv else 0.0
+    runs = [RunSettings(seed=81, step_size=lr, momentum=mom, replacement_rate=0.03),
+            RunSettings(seed=82, step_size=lr, momentum=mom, noise_std=1e-3, weight_decay=1e-3),
+            RunSettings(seed=83, step_size=lr, momentum=mom, replacement_rate=0.08, noise_std=1e-4)]
+    make = (lambda s: make_conv(s, dropout=0.2)) if conv else (lambda s: make_mlp(s, dropout=0.2))
+    k, m, batch, maturity = (10, 8, 4, 3) if conv else (120, 80, 1, 10)
+    settings = dict(optimizer=optimizer, maturity_threshold=maturity, utility="adaptable")
+    data = list(stream(13, k + m, len(runs), batch, conv))
+
+    engine = Lockstep([make(s) for s in range(3)], runs, **settings)
+    for x, y in data[:k]:
+        engine.learn(x, y)
+    saved = _roundtrip([engine.run_state(r) for r in range(3)])
+    assert engine.replacements[[0, 2]].min() > 0
+    assert len(engine._recent) == maturity          # the window of recent replacements is part of the state
+    assert any(window.sum() for window in engine._recent)
+
+    # a new engine from differently initialised nets, loaded from the saved states
+    other = Lockstep([make(s + 100) for s in range(3)], runs, **settings)
+    for r in range(3):
+        other.load_run_state(r, saved[r])
+    assert other.step == engine.step
+    for a, b in zip(engine.params, other.params):
+        assert torch.equal(a, b)
+
+    replaced_at_load = engine.replacements.copy()
+    for x, y in data[k:]:
+        out_a, out_b = engine.learn(x, y), other.learn(x, y)
+        assert torch.equal(out_a, out_b)
+    assert (engine.replacements > replaced_at_load)[[0, 2]].any()          # replacements after the reload too
+    for a, b in zip(engine.params, other.params):
+        assert torch.equal(a, b)
+    for name in engine.state:
+        for a, b in zip(engine.state[name], other.state[name]):
+            assert torch.equal(a, b)
+    assert np.array_equal(engine.replacements, other.replacements)
+    assert np.array_equal(engine.accumulated, other.accumulated)
+    for l in range(len(engine.widths)):
+        assert torch.equal(engine.utility[l], other.utility[l])
+        assert torch.equal(engine.mean_activation[l], other.mean_activation[l])
+        assert torch.equal(engine.birth[l], other.birth[l])
+    for r in range(3):
+        assert torch.equal(engine.generators[r].get_state(), other.generators[r].get_state())
+    probe = probe_batch(3, n=8, conv=conv)
+    assert torch.equal(engine.forward(probe)[0], other.forward(probe)[0])
+
+
+def test_run_state_is_a_snapshot():
+    engine = Lockstep([make_mlp(0)], [RunSettings(seed=1, step_size=0.05)])
+    state = engine.run_state(0)
+    first = [p.clone() for p in state["params"]]
+    for x, y in stream(14, 5, 1, 1):
+        engine.learn(x, y)
+    for a, b in zip(state["params"], first):
+        assert torch.equal(a, b)
+
+
+def test_load_run_state_of_another_optimizer_is_refused():
+    sgd = Lockstep([make_mlp(0)], [RunSettings(seed=1, step_size=0.01, momentum=0.9)])
+    adam = Lockstep([make_mlp(0)], [RunSettings(seed=1, step_size=0.01)], optimizer="adam")
+    with pytest.raises(ValueError):
+        adam.load_run_state(0, sgd.run_state(0))
+
+
+# ----------------------------------------------------------------------------------------------- bad input
+@pytest.mark.parametrize("case", ["lengths", "empty", "batch_norm", "layer_norm", "mixed_kinds", "widths",
+                                  "dropouts", "rate_above_one", "negative_rate", "adam_momentum",
+                                  "bad_step_size", "negative_decay", "bad_optimizer", "bad_utility",
+                                  "momentum_one", "not_a_lopbook_net"])
+def test_bad_input_is_refused(case):
+    ok = RunSettings(seed=0, step_size=0.01)
+    two = [make_mlp(0), make_mlp(1)]
+    args, kwargs = {
+        "lengths": ((two, [ok]), {}),
+        "empty": (([], []), {}),
+        "batch_norm": (([make_mlp(0, norm="batch")], [ok]), {}),
+        "layer_norm": (([make_mlp(0, norm="layer")], [ok]), {}),
+        "mixed_kinds": (([make_mlp(0), make_conv(0)], [ok, ok]), {}),
+        "widths": (([make_mlp(0), make_mlp(1, width=WIDTH + 1)], [ok, ok]), {}),
+        "dropouts": (([make_mlp(0), make_mlp(1, dropout=0.1)], [ok, ok]), {}),
+        "rate_above_one": ((two, [ok, RunSettings(seed=1, step_size=0.01, replacement_rate=1.5)]), {}),
+        "negative_rate": ((two, [ok, RunSettings(seed=1, step_size=0.01, replacement_rate=-0.1)]), {}),
+        "adam_momentum": ((two, [ok, RunSettings(seed=1, step_size=0.01, momentum=0.9)]), {"optimizer": "adam"}),
+        "bad_step_size": ((two, [ok, RunSettings(seed=1, step_size=0.0)]), {}),
+        "negative_decay": ((two, [ok, RunSettings(seed=1, step_size=0.01, weight_decay=-1e-3)]), {}),
+        "bad_optimizer": ((two, [ok, ok]), {"optimizer": "rmsprop"}),
+        "bad_utility": ((two, [ok, ok]), {"utility": "random"}),
+        "momentum_one": ((two, [ok, RunSettings(seed=1, step_size=0.01, momentum=1.0)]), {}),
+        "not_a_lopbook_net": (([torch.nn.Linear(3, 2)], [ok]), {}),
+    }[case]
+    with pytest.raises(ValueError):
+        Lockstep(*args, **kwargs)
+
+
+def test_norm_layers_error_points_to_the_reference_backend():
+    with pytest.raises(ValueError, match="reference"):
+        Lockstep([make_mlp(0, norm="layer")], [RunSettings(seed=0, step_size=0.01)])
+
+
+def test_engine_copies_the_weights_of_the_nets():
+    net = make_mlp(0)
+    original = [p.detach().clone() for p in net.parameters()]
+    engine = Lockstep([net], [RunSettings(seed=0, step_size=0.1)])
+    for p, q in zip(engine.params, original):
+        assert torch.equal(p[0], q)
+    for x, y in stream(15, 3, 1, 1):
+        engine.learn(x, y)
+    for p, q in zip(net.parameters(), original):       # the net given is left alone
+        assert torch.equal(p.detach(), q)
+    assert not all(torch.equal(p[0], q) for p, q in zip(engine.params, original))
+    assert math.isfinite(float(engine.params[0].sum()))

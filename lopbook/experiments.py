@@ -20,6 +20,7 @@ import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import torch
@@ -30,11 +31,11 @@ from .engine import Lockstep, RunSettings
 from .learners import UTILITIES, Backprop, ContinualBackprop, ShrinkAndPerturb
 from .metrics import PlasticityMetrics, plasticity_metrics
 from .nets import MLP, ConvNet
-from .results import RunResult, atomic_write, load_result, run_key, save_result
+from .results import RunResult, atomic_write, load_result, numbers_config, run_key, save_result
 from .runtime import derive_seed, environment, get_device, make_generator
 
 __all__ = ["PermutedMNIST", "ContinualImageNet", "run_permuted_mnist", "run_continual_imagenet", "runs",
-           "ALGORITHMS", "SCALES", "resolve_scale"]
+           "ALGORITHMS", "SCALES", "resolve_scale", "settings"]
 
 ALGORITHMS = ("backprop", "l2", "shrink_and_perturb", "continual_backprop")
 SCALES = ("smoke", "quick", "full")
@@ -193,6 +194,21 @@ def runs(config, n: int, first_seed: int = 0) -> list:
     return [dataclasses.replace(config, seed=first_seed + i) for i in range(n)]
 
 
+def settings(scale: str, given: dict, **presets: dict) -> SimpleNamespace:
+    """A notebook's settings: the preset of the (resolved) scale, overridden by every ``given`` value not None.
+
+    >>> P = settings("quick", dict(tasks=None, runs=3), quick=dict(tasks=60, runs=2), full=dict(tasks=800, runs=30))
+    >>> P.scale, P.tasks, P.runs
+    ('quick', 60, 3)
+    """
+    scale = resolve_scale(scale)
+    if scale not in presets:
+        raise ValueError(f"no settings for scale {scale!r}; this notebook has {sorted(presets)}")
+    values = dict(presets[scale])
+    values.update({k: v for k, v in given.items() if v is not None})
+    return SimpleNamespace(scale=scale, **values)
+
+
 def resolve_scale(scale: str) -> str:
     """The scale to run at: ``$LOPBOOK_SCALE`` when set (the tests use ``smoke``), else ``scale``."""
     scale = os.environ.get("LOPBOOK_SCALE") or scale
@@ -296,13 +312,17 @@ class _Run:
         """Finished result, or the last checkpoint of an unfinished run, if any."""
         if self.dir is None:
             return None
+        wanted = numbers_config(self.config)
         if (self.dir / "result.json").exists():
             result = load_result(self.dir)
+            if numbers_config(result.config) != wanted:
+                raise ValueError(f"{self.dir} holds a different run; remove it or use another out_dir")
             if result.complete:
+                result.config = self.config          # the same run, perhaps under another label
                 return result
         if (self.dir / "checkpoint.pt").exists():
             saved = torch.load(self.dir / "checkpoint.pt", map_location="cpu", weights_only=False)
-            if saved["config"] != dataclasses.asdict(self.config):
+            if {k: v for k, v in saved["config"].items() if k != "label"} != wanted:
                 raise ValueError(f"{self.dir} holds a different run; remove it or use another out_dir")
             self.accuracy, self.train_accuracy = saved["accuracy"], saved["train_accuracy"]
             self.metrics, self.wall_time, self.state = saved["metrics"], saved["wall_time"], saved["state"]

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 __all__ = ["RunResult", "save_result", "load_result", "load_results", "group_by_label", "mean_and_stderr",
-           "bin_tasks", "run_key", "atomic_write"]
+           "bin_tasks", "run_key", "numbers_config", "atomic_write"]
 
 
 @dataclass
@@ -53,11 +53,16 @@ class RunResult:
 
 
 def run_key(config) -> str:
-    """A directory name for a run: readable, and unique to every setting that changes the numbers."""
-    fields = {k: v for k, v in dataclasses.asdict(config).items() if k != "label"}
-    digest = hashlib.sha1(json.dumps(fields, sort_keys=True, default=str).encode()).hexdigest()[:10]
-    slug = re.sub(r"[^a-z0-9]+", "-", config.name.lower()).strip("-")[:40]
+    """A directory name for a run: readable, and unique to every setting that changes the numbers (so runs with
+    the same settings but different labels share it)."""
+    digest = hashlib.sha1(json.dumps(numbers_config(config), sort_keys=True, default=str).encode()).hexdigest()[:10]
+    slug = re.sub(r"[^a-z0-9]+", "-", config.algorithm.lower()).strip("-")
     return f"{type(config).__name__.lower()}-{slug}-seed{config.seed}-{digest}"
+
+
+def numbers_config(config) -> dict:
+    """The settings of a config that change its numbers (all but the label)."""
+    return {k: v for k, v in dataclasses.asdict(config).items() if k != "label"}
 
 
 def atomic_write(path: Path, write) -> None:

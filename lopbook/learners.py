@@ -192,20 +192,23 @@ class ContinualBackprop(Backprop):
         """Replace hidden ``units`` of layer ``l`` with fresh ones whose outgoing weights are zero, so that the new
         units do not change the network's output (without normalisation layers)."""
         incoming, outgoing = self.layers[l], self.layers[l + 1]
+        n = incoming.weight.shape[0]
         bound = kaiming_bound(incoming)
         fresh = torch.empty((len(units), *incoming.weight.shape[1:]), device=incoming.weight.device)
-        fresh.uniform_(-bound, bound, generator=self.generator)
-        incoming.weight[units] = fresh
+        incoming.weight[units] = fresh.uniform_(-bound, bound, generator=self.generator)   # as at initialisation
         incoming.bias[units] = 0.0
-        n = incoming.weight.shape[0]
         outgoing_view(outgoing.weight, n)[:, units] = 0.0
-        for p, rows in ((incoming.weight, True), (incoming.bias, True), (outgoing.weight, False)):
-            for buffer in self.optimizer.state.get(p, {}).values():
-                if isinstance(buffer, torch.Tensor) and buffer.shape == p.shape:
-                    if rows:
-                        buffer[units] = 0.0
-                    else:
-                        outgoing_view(buffer, n)[:, units] = 0.0
+        self.utility[l][units] = 0.0
+        self.mean_activation[l][units] = 0.0
+        self.age[l][units] = 0
+        self.replacements[l] += len(units)
+        self._reset_unit_buffers(l, units)
+
+    def _reset_unit_buffers(self, l: int, units: torch.Tensor) -> None:
+        """Zero the optimiser's state (momentum, Adam's moments) of the replaced units' weights; reset their
+        normalisation parameters."""
+        incoming, outgoing = self.layers[l], self.layers[l + 1]
+        n = incoming.weight.shape[0]
         norm = self.net.norms[l] if self.net.norms is not None else None
         if norm is not None:
             norm.weight[units] = 1.0
@@ -213,14 +216,14 @@ class ContinualBackprop(Backprop):
             if getattr(norm, "running_mean", None) is not None:
                 norm.running_mean[units] = 0.0
                 norm.running_var[units] = 1.0
-            for p in (norm.weight, norm.bias):
-                for buffer in self.optimizer.state.get(p, {}).values():
-                    if isinstance(buffer, torch.Tensor) and buffer.shape == p.shape:
+        rows = [incoming.weight, incoming.bias] + ([norm.weight, norm.bias] if norm is not None else [])
+        for p in rows + [outgoing.weight]:
+            for buffer in self.optimizer.state.get(p, {}).values():
+                if isinstance(buffer, torch.Tensor) and buffer.shape == p.shape:
+                    if p is outgoing.weight:
+                        outgoing_view(buffer, n)[:, units] = 0.0
+                    else:
                         buffer[units] = 0.0
-        self.utility[l][units] = 0.0
-        self.mean_activation[l][units] = 0.0
-        self.age[l][units] = 0
-        self.replacements[l] += len(units)
 
     def state_dict(self) -> dict:
         state = super().state_dict()

@@ -99,8 +99,10 @@ class Lockstep:
         self.n_outputs = self.weights[-1].shape[1]
         self.generators = [make_generator(r.seed, self.device) for r in runs]
 
+        self.dtype = self.weights[0].dtype
+
         def column(values, dims):
-            return torch.tensor(values, dtype=torch.float32, device=self.device).view(R, *[1] * dims)
+            return torch.tensor(values, dtype=self.dtype, device=self.device).view(R, *[1] * dims)
 
         self._lr = [column([r.step_size for r in runs], p.dim() - 1) for p in self.params]
         self._wd = [column([r.weight_decay for r in runs], p.dim() - 1) for p in self.params]
@@ -125,8 +127,8 @@ class Lockstep:
             self.state = {}
         # continual backprop state: per run and hidden unit; ages are kept as the step of the unit's birth
         self.step = 0
-        self.utility = [torch.zeros(R, n, device=self.device) for n in self.widths]
-        self.mean_activation = [torch.zeros(R, n, device=self.device) for n in self.widths]
+        self.utility = [torch.zeros(R, n, device=self.device, dtype=self.dtype) for n in self.widths]
+        self.mean_activation = [torch.zeros(R, n, device=self.device, dtype=self.dtype) for n in self.widths]
         self.birth = [torch.zeros(R, n, dtype=torch.long, device=self.device) for n in self.widths]
         self.accumulated = np.zeros((R, len(self.widths)), dtype=np.float64)
         self.replacements = np.zeros((R, len(self.widths)), dtype=np.int64)
@@ -189,10 +191,11 @@ class Lockstep:
         return out
 
     def _backward_autograd(self, x, y):
-        out, hidden, _, _ = self.forward(x, train=True)
-        R, B, C = out.shape
-        loss = F.cross_entropy(out.reshape(R * B, C), y.reshape(R * B), reduction="sum") / B
-        grads = torch.autograd.grad(loss, self.params)
+        with torch.enable_grad():
+            out, hidden, _, _ = self.forward(x, train=True)
+            R, B, C = out.shape
+            loss = F.cross_entropy(out.reshape(R * B, C), y.reshape(R * B), reduction="sum") / B
+            grads = torch.autograd.grad(loss, self.params)
         with torch.no_grad():
             self._update(grads)
         return out.detach(), [h.detach() for h in hidden]
@@ -261,7 +264,8 @@ class Lockstep:
         for r, (g, run) in enumerate(zip(self.generators, self.runs)):
             if run.noise_std > 0:
                 for p in self.params:
-                    p[r].add_(torch.randn(p.shape[1:], device=self.device, generator=g), alpha=run.noise_std)
+                    p[r].add_(torch.randn(p.shape[1:], device=self.device, dtype=self.dtype, generator=g),
+                              alpha=run.noise_std)
 
     def _replacement_counts(self) -> np.ndarray:
         """How many units each run replaces in each layer now (decided on the host: no device sync).
@@ -323,7 +327,7 @@ class Lockstep:
         run_index = torch.as_tensor(np.repeat(runs, counts), device=self.device)
         w_in, b_in, w_out = self.weights[l], self.biases[l], self.weights[l + 1]
         bound = self.bounds[l]
-        fresh = torch.cat([torch.empty((c, *w_in.shape[2:]), device=self.device)
+        fresh = torch.cat([torch.empty((c, *w_in.shape[2:]), device=self.device, dtype=self.dtype)
                            .uniform_(-bound, bound, generator=self.generators[r]) for r, c in zip(runs, counts)])
         n = self.widths[l]
         w_in[run_index, units] = fresh
@@ -399,7 +403,7 @@ class Lockstep:
     @torch.no_grad()
     def load_run_state(self, r: int, state: dict) -> None:
         """Restore run ``r`` from :meth:`run_state` (all runs of an engine must be at the same step)."""
-        if any(b.abs().sum() for b in self.birth) and state["step"] != self.step:
+        if (self.step > 0 or any(b.abs().sum() for b in self.birth)) and state["step"] != self.step:
             raise ValueError("runs trained in lockstep must all be at the same step")
         if state["optimizer"].keys() != self.state.keys():
             raise ValueError("checkpoint was made with another optimiser")

@@ -313,20 +313,29 @@ class _Run:
         if self.dir is None:
             return None
         wanted = numbers_config(self.config)
+        has_checkpoint = (self.dir / "checkpoint.pt").exists()
         if (self.dir / "result.json").exists():
-            result = load_result(self.dir)
-            if numbers_config(result.config) != wanted:
+            try:
+                result = load_result(self.dir)
+            except ValueError:
+                if not has_checkpoint:
+                    raise
+                result = None      # a save was cut between arrays.npz and result.json: the checkpoint came first
+            if result is not None and numbers_config(result.config) != wanted:
                 raise ValueError(f"{self.dir} holds a different run; remove it or use another out_dir")
-            if result.complete:
+            if result is not None and result.complete and not has_checkpoint:
                 result.config = self.config          # the same run, perhaps under another label
                 return result
-        if (self.dir / "checkpoint.pt").exists():
+        if has_checkpoint:
             saved = torch.load(self.dir / "checkpoint.pt", map_location="cpu", weights_only=False)
             if {k: v for k, v in saved["config"].items() if k != "label"} != wanted:
                 raise ValueError(f"{self.dir} holds a different run; remove it or use another out_dir")
             self.accuracy, self.train_accuracy = saved["accuracy"], saved["train_accuracy"]
             self.metrics, self.wall_time, self.state = saved["metrics"], saved["wall_time"], saved["state"]
             self.meta["resumed_from_task"] = len(self.accuracy)
+            if len(self.accuracy) >= self.config.tasks:      # cut during the final save: finish it
+                self.save(self.state)
+                return self.result()
         return None
 
     def result(self) -> RunResult:

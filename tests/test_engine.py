@@ -452,6 +452,38 @@ def test_run_state_is_a_snapshot():
         assert torch.equal(a, b)
 
 
+def _states_at_steps(optimizer, replacement_rate, steps=(5, 9)):
+    """Run states of run 0 after ``steps[0]`` and of run 1 after ``steps[1]`` steps of one engine."""
+    runs = [RunSettings(seed=1, step_size=1e-3, replacement_rate=replacement_rate),
+            RunSettings(seed=2, step_size=1e-3, replacement_rate=replacement_rate)]
+    engine = Lockstep([make_mlp(0), make_mlp(1)], runs, optimizer=optimizer, maturity_threshold=1)
+    states = []
+    for step, (x, y) in enumerate(stream(16, steps[1], 2, 1), start=1):
+        engine.learn(x, y)
+        if step in steps:
+            states.append(engine.run_state(len(states)))
+    return runs, states
+
+
+def test_load_run_state_refuses_runs_at_different_steps_after_replacements():
+    runs, (early, late) = _states_at_steps("sgd", replacement_rate=0.5)
+    engine = Lockstep([make_mlp(0), make_mlp(1)], runs, maturity_threshold=1)
+    engine.load_run_state(0, early)
+    assert engine.step == 5 and engine.replacements[0].sum() > 0
+    with pytest.raises(ValueError, match="same step"):
+        engine.load_run_state(1, late)
+
+
+def test_load_run_state_refuses_runs_at_different_steps_without_replacements():
+    """Runs share the step counter (and Adam's bias-correction step): loading run 1 from step 9 next to run 0
+    from step 5 would silently move run 0 to step 9."""
+    runs, (early, late) = _states_at_steps("adam", replacement_rate=0.0)
+    engine = Lockstep([make_mlp(0), make_mlp(1)], runs, optimizer="adam")
+    engine.load_run_state(0, early)
+    with pytest.raises(ValueError, match="same step"):
+        engine.load_run_state(1, late)
+
+
 def test_load_run_state_of_another_optimizer_is_refused():
     sgd = Lockstep([make_mlp(0)], [RunSettings(seed=1, step_size=0.01, momentum=0.9)])
     adam = Lockstep([make_mlp(0)], [RunSettings(seed=1, step_size=0.01)], optimizer="adam")

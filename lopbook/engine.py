@@ -115,6 +115,7 @@ class Lockstep:
         self.replacement_rate = np.array([r.replacement_rate for r in runs], dtype=np.float64)
         self.any_replacement = bool((self.replacement_rate > 0).any())
         self.fused_sgd = optimizer == "sgd" and not self.any_momentum and not self.conv
+        self._minus_one = torch.full((1, 1, 1), -1.0, device=self.device, dtype=self.dtype)
 
         # optimiser state, one tensor per parameter (stacked over runs)
         self.adam_step = 0
@@ -204,8 +205,8 @@ class Lockstep:
     def _backward_mlp(self, x, y):
         out, hidden, inputs, keeps = self.forward(x, train=True)
         B = x.shape[1]
-        g = torch.softmax(out, dim=-1)
-        g.scatter_add_(2, y.unsqueeze(2), torch.full_like(g[..., :1], -1.0).expand(-1, -1, 1))
+        g = torch.softmax(out, dim=-1)                 # d(cross-entropy)/d(logits) = softmax - one-hot
+        g.scatter_add_(2, y.unsqueeze(2), self._minus_one.expand(*y.shape, 1))
         if B > 1:
             g.div_(B)
         L = len(self.weights)
@@ -218,7 +219,7 @@ class Lockstep:
                     w.mul_(self._shrink[2 * l])
                     b.mul_(self._shrink[2 * l + 1])
                 w.baddbmm_(g.transpose(1, 2), inputs[l], alpha=-1.0)
-                b.sub_(g.sum(1))
+                b.sub_(g[:, 0] if B == 1 else g.sum(1))
                 if l > 0:
                     g = self._relu_backward(g_in, hidden[l - 1], keeps, l - 1)
         else:

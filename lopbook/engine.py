@@ -63,12 +63,12 @@ class Lockstep:
         kind = type(nets[0])
         if kind not in (MLP, ConvNet) or any(type(n) is not kind for n in nets):
             raise ValueError("all networks must be lopbook MLPs, or all lopbook ConvNets")
-        if any(n.norms is not None for n in nets):
-            raise ValueError("the lockstep engine does not support normalisation layers; train those runs with "
-                             "the reference learners (backend='reference')")
+        if not all(Lockstep.supports(n) for n in nets):
+            raise ValueError("the lockstep engine supports layer norm in the MLP and no other normalisation; train "
+                             "those runs with the reference learners (backend='reference')")
         shapes = {tuple(tuple(p.shape) for p in n.parameters()) for n in nets}
-        if len(shapes) != 1 or len({n.dropout for n in nets}) != 1:
-            raise ValueError("all networks must have the same architecture and dropout")
+        if len(shapes) != 1 or len({n.dropout for n in nets}) != 1 or len({n.norm for n in nets}) != 1:
+            raise ValueError("all networks must have the same architecture, dropout and normalisation")
         if optimizer not in ("sgd", "adam"):
             raise ValueError(f"optimizer must be 'sgd' or 'adam', got {optimizer!r}")
         if utility not in UTILITIES:
@@ -94,8 +94,21 @@ class Lockstep:
                         for i in range(len(layers[0]))]
         self.biases = [torch.stack([ls[i].bias.detach() for ls in layers]).to(self.device).contiguous()
                        for i in range(len(layers[0]))]
-        self.params = [p for pair in zip(self.weights, self.biases) for p in pair]   # the nets' parameter order
         self.widths = [w.shape[1] for w in self.weights[:-1]]
+        # layer norm's per-unit gain and shift, [R, units] per hidden layer
+        self.layer_norm = nets[0].norm == "layer"
+        norms = [[n.norms[l] for n in nets] for l in range(len(self.widths))] if self.layer_norm else []
+        self.gains = [torch.stack([m.weight.detach() for m in ms]).to(self.device).contiguous() for ms in norms]
+        self.shifts = [torch.stack([m.bias.detach() for m in ms]).to(self.device).contiguous() for ms in norms]
+        # all parameters in the nets' order: hidden layers, normalisation layers, output layer
+        self.params = [p for pair in zip(self.weights[:-1], self.biases[:-1]) for p in pair]
+        self.params += [p for pair in zip(self.gains, self.shifts) for p in pair]
+        self.params += [self.weights[-1], self.biases[-1]]
+        position = {id(p): i for i, p in enumerate(self.params)}
+        self._w = [position[id(w)] for w in self.weights]      # index in self.params of each layer's weight
+        self._b = [position[id(b)] for b in self.biases]
+        self._g = [position[id(g)] for g in self.gains]
+        self._s = [position[id(b)] for b in self.shifts]
         self.n_outputs = self.weights[-1].shape[1]
         self.generators = [make_generator(r.seed, self.device) for r in runs]
 
@@ -139,6 +152,11 @@ class Lockstep:
             for p in self.params:
                 p.requires_grad_(True)
 
+    @staticmethod
+    def supports(net) -> bool:
+        """Whether the engine can train ``net`` (no normalisation, or layer norm in the MLP)."""
+        return net.norms is None or (isinstance(net, MLP) and net.norm == "layer")
+
     # ------------------------------------------------------------------ forward passes
     def _dropout(self, h: torch.Tensor) -> torch.Tensor:
         keep = torch.empty_like(h)
@@ -162,9 +180,16 @@ class Lockstep:
             start = 3
         else:
             start = 0
-        for w, b in zip(self.weights[start:-1], self.biases[start:-1]):
+        self._norm_cache = []
+        for l, (w, b) in enumerate(zip(self.weights[start:-1], self.biases[start:-1]), start=start):
             inputs.append(h)
-            h = torch.baddbmm(b.unsqueeze(1), h, w.transpose(1, 2)).relu_()
+            h = torch.baddbmm(b.unsqueeze(1), h, w.transpose(1, 2))
+            if self.layer_norm:
+                z = h
+                normed, mean, rstd = torch.native_layer_norm(z, [z.shape[-1]], None, None, 1e-5)
+                h = torch.addcmul(self.shifts[l].unsqueeze(1), normed, self.gains[l].unsqueeze(1))
+                self._norm_cache.append((z, normed, mean, rstd))
+            h = h.relu_()
             hidden.append(h)
             if p > 0:
                 keep = self._dropout(h)
@@ -216,21 +241,39 @@ class Lockstep:
                 w, b = self.weights[l], self.biases[l]
                 g_in = torch.bmm(g, w) if l > 0 else None
                 if self.any_weight_decay:
-                    w.mul_(self._shrink[2 * l])
-                    b.mul_(self._shrink[2 * l + 1])
+                    w.mul_(self._shrink[self._w[l]])
+                    b.mul_(self._shrink[self._b[l]])
                 w.baddbmm_(g.transpose(1, 2), inputs[l], alpha=-1.0)
                 b.sub_(g[:, 0] if B == 1 else g.sum(1))
                 if l > 0:
                     g = self._relu_backward(g_in, hidden[l - 1], keeps, l - 1)
+                    if self.layer_norm:
+                        g, d_gain, d_shift = self._norm_backward(g, l - 1)
+                        if self.any_weight_decay:
+                            self.gains[l - 1].mul_(self._shrink[self._g[l - 1]])
+                            self.shifts[l - 1].mul_(self._shrink[self._s[l - 1]])
+                        self.gains[l - 1].sub_(d_gain)
+                        self.shifts[l - 1].sub_(d_shift)
         else:
-            grads = [None] * (2 * L)
+            grads = [None] * len(self.params)
             for l in reversed(range(L)):
-                grads[2 * l] = torch.bmm(g.transpose(1, 2), inputs[l])
-                grads[2 * l + 1] = g.sum(1)
+                grads[self._w[l]] = torch.bmm(g.transpose(1, 2), inputs[l])
+                grads[self._b[l]] = g.sum(1)
                 if l > 0:
                     g = self._relu_backward(torch.bmm(g, self.weights[l]), hidden[l - 1], keeps, l - 1)
+                    if self.layer_norm:
+                        g, grads[self._g[l - 1]], grads[self._s[l - 1]] = self._norm_backward(g, l - 1)
             self._update(grads)
         return out, hidden
+
+    def _norm_backward(self, g, l):
+        """Through layer norm: the gradients with respect to its input, gain and shift."""
+        z, normed, mean, rstd = self._norm_cache[l]
+        d_gain = (g * normed).sum(1)
+        d_shift = g.sum(1)
+        g = torch.ops.aten.native_layer_norm_backward(g * self.gains[l].unsqueeze(1), z, [z.shape[-1]], mean, rstd,
+                                                      None, None, [True, False, False])[0]
+        return g, d_gain, d_shift
 
     def _relu_backward(self, g, h, keeps, l):
         if keeps:
@@ -334,10 +377,15 @@ class Lockstep:
         w_in[run_index, units] = fresh
         b_in[run_index, units] = 0.0
         self._outgoing(w_out, n)[run_index, :, units] = 0.0
+        rows = [self._w[l], self._b[l]]
+        if self.layer_norm:
+            self.gains[l][run_index, units] = 1.0
+            self.shifts[l][run_index, units] = 0.0
+            rows += [self._g[l], self._s[l]]
         for buffers in self.state.values():
-            buffers[2 * l][run_index, units] = 0.0
-            buffers[2 * l + 1][run_index, units] = 0.0
-            self._outgoing(buffers[2 * l + 2], n)[run_index, :, units] = 0.0
+            for i in rows:
+                buffers[i][run_index, units] = 0.0
+            self._outgoing(buffers[self._w[l + 1]], n)[run_index, :, units] = 0.0
         self.utility[l][run_index, units] = 0.0
         self.mean_activation[l][run_index, units] = 0.0
         self.birth[l][run_index, units] = self.step

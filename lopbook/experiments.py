@@ -279,12 +279,13 @@ def _cpu_threads(n: int | None):
 
 
 def _make_trainer(configs, nets, backend, device):
-    supported = all(n.norms is None for n in nets)
+    supported = all(Lockstep.supports(n) for n in nets)
     if backend == "auto":
         backend = "engine" if supported else "reference"
     if backend == "engine":
         if not supported:
-            raise ValueError("the lockstep engine does not support normalisation layers; use backend='reference'")
+            raise ValueError("the lockstep engine supports no normalisation but layer norm in the MLP; "
+                             "use backend='reference'")
         c = configs[0]
         trainer = Lockstep(nets, [cfg.run_settings() for cfg in configs], optimizer=c.optimizer, betas=c.betas,
                            maturity_threshold=c.maturity_threshold, decay_rate=c.decay_rate, utility=c.utility,

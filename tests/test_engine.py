@@ -492,7 +492,7 @@ def test_load_run_state_of_another_optimizer_is_refused():
 
 
 # ----------------------------------------------------------------------------------------------- bad input
-@pytest.mark.parametrize("case", ["lengths", "empty", "batch_norm", "layer_norm", "mixed_kinds", "widths",
+@pytest.mark.parametrize("case", ["lengths", "empty", "batch_norm", "conv_batch_norm", "mixed_norms", "mixed_kinds", "widths",
                                   "dropouts", "rate_above_one", "negative_rate", "adam_momentum",
                                   "bad_step_size", "negative_decay", "bad_optimizer", "bad_utility",
                                   "momentum_one", "not_a_lopbook_net"])
@@ -503,7 +503,8 @@ def test_bad_input_is_refused(case):
         "lengths": ((two, [ok]), {}),
         "empty": (([], []), {}),
         "batch_norm": (([make_mlp(0, norm="batch")], [ok]), {}),
-        "layer_norm": (([make_mlp(0, norm="layer")], [ok]), {}),
+        "conv_batch_norm": (([ConvNet(norm="batch", seed=0)], [ok]), {}),
+        "mixed_norms": (([make_mlp(0), make_mlp(1, norm="layer")], [ok, ok]), {}),
         "mixed_kinds": (([make_mlp(0), make_conv(0)], [ok, ok]), {}),
         "widths": (([make_mlp(0), make_mlp(1, width=WIDTH + 1)], [ok, ok]), {}),
         "dropouts": (([make_mlp(0), make_mlp(1, dropout=0.1)], [ok, ok]), {}),
@@ -523,7 +524,24 @@ def test_bad_input_is_refused(case):
 
 def test_norm_layers_error_points_to_the_reference_backend():
     with pytest.raises(ValueError, match="reference"):
-        Lockstep([make_mlp(0, norm="layer")], [RunSettings(seed=0, step_size=0.01)])
+        Lockstep([make_mlp(0, norm="batch")], [RunSettings(seed=0, step_size=0.01)])
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_mlp_layer_norm_matches_reference(optimizer):
+    """Layer norm (written out by hand in the engine): its gains and shifts are trained, decayed, perturbed and
+    reset with the replaced units exactly as in the learners."""
+    scale = 1.0 if optimizer == "sgd" else 0.05
+    runs = [RunSettings(seed=41, step_size=0.02 * scale),
+            RunSettings(seed=42, step_size=0.02 * scale, weight_decay=1e-3, noise_std=1e-3),
+            RunSettings(seed=43, step_size=0.01 * scale, replacement_rate=0.03)]
+    engine, refs = train_both(lambda s: make_mlp(s, norm="layer"), runs, steps=250, optimizer=optimizer,
+                              maturity_threshold=20, data_seed=4)
+    assert engine.layer_norm
+    assert_same_params(engine, refs)          # compares every parameter, layer norm's gains and shifts included
+    assert engine.replacements[2].sum() > 0
+    assert_same_cbp_state(engine, refs)
+    assert_same_metrics(engine, refs, probe_batch(len(runs)))
 
 
 def test_engine_copies_the_weights_of_the_nets():

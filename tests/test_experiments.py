@@ -143,13 +143,24 @@ def test_permuted_mnist_engine_matches_reference_backend():
     assert bp.metrics["weight_magnitude_total"][1] != cbp.metrics["weight_magnitude_total"][1]
 
 
-def test_auto_backend_uses_the_engine_and_the_reference_for_layer_norm():
+def test_auto_backend_uses_the_engine_where_it_can_and_the_reference_for_batch_norm():
     plain, normed = mnist_run([mnist(tasks=1, examples_per_task=50),
                                mnist(tasks=1, examples_per_task=50, norm="layer")], backend="auto")
     assert plain.meta["backend"] == "engine"
-    assert normed.meta["backend"] == "reference"
+    assert normed.meta["backend"] == "engine"
+    [batch_norm] = imagenet_run(imagenet(tasks=1, epochs=1, norm="batch"), backend="auto")
+    assert batch_norm.meta["backend"] == "reference"
     with pytest.raises(ValueError, match="reference"):
-        mnist_run(mnist(tasks=1, examples_per_task=50, norm="layer"), backend="engine")
+        imagenet_run(imagenet(tasks=1, epochs=1, norm="batch"), backend="engine")
+
+
+def test_layer_norm_runs_match_between_engine_and_reference():
+    configs = [mnist(norm="layer"), mnist(norm="layer", seed=1, **CBP)]
+    engine = mnist_run(configs, backend="engine")
+    reference = mnist_run(configs, backend="reference")
+    for a, b in zip(engine, reference):
+        np.testing.assert_allclose(a.accuracy, b.accuracy, atol=1.5 / a.config.examples_per_task)
+        np.testing.assert_allclose(a.metrics["dead_percent_total"], b.metrics["dead_percent_total"], atol=2.0)
 
 
 # ----------------------------------------------------------------------------------------------- resume
@@ -157,14 +168,15 @@ def test_auto_backend_uses_the_engine_and_the_reference_for_layer_norm():
                          ids=["cbp", "snp-dropout", "reference-backend-cbp-layer-norm"])
 def test_resumed_permuted_mnist_equals_uninterrupted_run(settings, tmp_path, monkeypatch):
     configs = runs(mnist(**settings), 2)
-    uninterrupted = mnist_run(configs)
-    trainer = experiments._Reference if settings.get("norm") else Lockstep
-    assert {r.meta["backend"] for r in uninterrupted} == {"reference" if settings.get("norm") else "engine"}
+    backend = "reference" if settings.get("norm") else "engine"
+    uninterrupted = mnist_run(configs, backend=backend)
+    trainer = experiments._Reference if backend == "reference" else Lockstep
+    assert {r.meta["backend"] for r in uninterrupted} == {backend}
 
     with monkeypatch.context() as m:
         calls = interrupt_on_call(m, trainer, "train_online", 3)         # one call per task: dies in task 2
         with pytest.raises(Interrupted):
-            mnist_run(configs, out_dir=tmp_path, checkpoint_every=0)
+            mnist_run(configs, out_dir=tmp_path, checkpoint_every=0, backend=backend)
         assert calls["n"] == 3
     for cfg in configs:
         directory = tmp_path / run_key(cfg)
@@ -172,7 +184,7 @@ def test_resumed_permuted_mnist_equals_uninterrupted_run(settings, tmp_path, mon
         partial = load_result(directory)
         assert partial.tasks_done == 2 and not partial.complete
 
-    resumed = mnist_run(configs, out_dir=tmp_path, checkpoint_every=0)
+    resumed = mnist_run(configs, out_dir=tmp_path, checkpoint_every=0, backend=backend)
     for a, b in zip(resumed, uninterrupted):
         assert a.meta["resumed_from_task"] == 2
         assert_identical(a, b)

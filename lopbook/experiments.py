@@ -266,7 +266,8 @@ class _Reference:
 
 @contextlib.contextmanager
 def _cpu_threads(n: int | None):
-    """Per-example training is dominated by per-call overhead; on the CPU one thread is then fastest."""
+    """One-example steps are dominated by per-call overhead: on the CPU one thread is fastest, and it is far more
+    robust to other work on the machine than several threads waiting for each other."""
     if n is None:
         yield
         return
@@ -468,8 +469,7 @@ def _run_mnist_group(runs_, shared, start, device, backend, progress, checkpoint
         for run, c in zip(runs_, (correct.double() / cfg.examples_per_task).tolist()):
             run.accuracy.append(c)
 
-    threads = 1 if device.type == "cpu" and (used == "reference" or R * cfg.width <= 400) else None
-    with _cpu_threads(threads):
+    with _cpu_threads(1 if device.type == "cpu" else None):
         _train_tasks(runs_, trainer, start, progress, checkpoint_every, do_task,
                      f"Permuted MNIST, {R} run{'s' * (R > 1)}")
 

@@ -119,8 +119,7 @@ class Lockstep:
 
         self._lr = [column([r.step_size for r in runs], p.dim() - 1) for p in self.params]
         self._wd = [column([r.weight_decay for r in runs], p.dim() - 1) for p in self.params]
-        self._shrink = [1 - lr * wd for lr, wd in zip(self._lr, self._wd)]
-        self._momentum = [column([r.momentum for r in runs], p.dim() - 1) for p in self.params]
+        self._decay = [-lr * wd for lr, wd in zip(self._lr, self._wd)]     # w <- w + w * decay: weight decay
         self._lr_out = column([r.step_size for r in runs], 2)
         self.any_weight_decay = any(r.weight_decay > 0 for r in runs)
         self.any_momentum = any(r.momentum > 0 for r in runs)
@@ -130,15 +129,25 @@ class Lockstep:
         self.fused_sgd = optimizer == "sgd" and not self.any_momentum and not self.conv
         self._minus_one = torch.full((1, 1, 1), -1.0, device=self.device, dtype=self.dtype)
 
-        # optimiser state, one tensor per parameter (stacked over runs)
+        # Optimiser state and gradients live in flat [R, all parameters] buffers, so that the update is a handful
+        # of operations whatever the number of layers; self.state[name][i] is the view of parameter i.
+        self._sizes = [p[0].numel() for p in self.params]
+        total = sum(self._sizes)
+        names = {"adam": ["exp_avg", "exp_avg_sq"], "sgd": ["momentum_buffer"] if self.any_momentum else []}
+        self._flat_state = {name: torch.zeros(R, total, device=self.device, dtype=self.dtype)
+                            for name in names[optimizer]}
+        self.state = {name: self._views(flat) for name, flat in self._flat_state.items()}
+        self._flat_grad = torch.zeros(R, total, device=self.device, dtype=self.dtype)
+        self._grad_views = self._views(self._flat_grad)
         self.adam_step = 0
-        if optimizer == "adam":
-            self.state = {"exp_avg": [torch.zeros_like(p) for p in self.params],
-                          "exp_avg_sq": [torch.zeros_like(p) for p in self.params]}
-        elif self.any_momentum:
-            self.state = {"momentum_buffer": [torch.zeros_like(p) for p in self.params]}
-        else:
-            self.state = {}
+        flat_column = lambda values: torch.tensor(values, dtype=self.dtype, device=self.device).view(R, 1)
+        self._flat_lr = flat_column([r.step_size for r in runs])
+        self._flat_momentum = flat_column([r.momentum for r in runs])
+        self._neg_lr = [-lr for lr in self._lr]
+        # Shrink-and-Perturb: one draw of noise per run and step, for all its parameters at once
+        self._noise = torch.zeros(R, total, device=self.device, dtype=self.dtype) if self.any_noise else None
+        self._noise_views = self._views(self._noise) if self.any_noise else []
+        self._noise_std = [column([r.noise_std for r in runs], p.dim() - 1) for p in self.params]
         # continual backprop state: per run and hidden unit; ages are kept as the step of the unit's birth
         self.step = 0
         self.utility = [torch.zeros(R, n, device=self.device, dtype=self.dtype) for n in self.widths]
@@ -151,6 +160,14 @@ class Lockstep:
         if self.conv:
             for p in self.params:
                 p.requires_grad_(True)
+
+    def _views(self, flat: torch.Tensor) -> list[torch.Tensor]:
+        """Views of a flat ``[R, all parameters]`` buffer shaped like each parameter (``[R, ...]``)."""
+        views, start = [], 0
+        for p, n in zip(self.params, self._sizes):
+            views.append(flat[:, start:start + n].view(p.shape))
+            start += n
+        return views
 
     @staticmethod
     def supports(net) -> bool:
@@ -241,8 +258,8 @@ class Lockstep:
                 w, b = self.weights[l], self.biases[l]
                 g_in = torch.bmm(g, w) if l > 0 else None
                 if self.any_weight_decay:
-                    w.mul_(self._shrink[self._w[l]])
-                    b.mul_(self._shrink[self._b[l]])
+                    w.addcmul_(w, self._decay[self._w[l]])
+                    b.addcmul_(b, self._decay[self._b[l]])
                 w.baddbmm_(g.transpose(1, 2), inputs[l], alpha=-1.0)
                 b.sub_(g[:, 0] if B == 1 else g.sum(1))
                 if l > 0:
@@ -250,8 +267,8 @@ class Lockstep:
                     if self.layer_norm:
                         g, d_gain, d_shift = self._norm_backward(g, l - 1)
                         if self.any_weight_decay:
-                            self.gains[l - 1].mul_(self._shrink[self._g[l - 1]])
-                            self.shifts[l - 1].mul_(self._shrink[self._s[l - 1]])
+                            self.gains[l - 1].addcmul_(self.gains[l - 1], self._decay[self._g[l - 1]])
+                            self.shifts[l - 1].addcmul_(self.shifts[l - 1], self._decay[self._s[l - 1]])
                         self.gains[l - 1].sub_(d_gain)
                         self.shifts[l - 1].sub_(d_shift)
         else:
@@ -281,35 +298,38 @@ class Lockstep:
         return _threshold_backward(g, h, 0)
 
     def _update(self, grads) -> None:
-        """SGD (momentum, weight decay) or Adam, as ``torch.optim`` does it, with per-run hyperparameters."""
+        """SGD (momentum, weight decay) or Adam, as ``torch.optim`` does it, with per-run hyperparameters.
+
+        The gradients are gathered into one flat buffer, updated there in a few operations, and added back."""
+        torch._foreach_copy_(self._grad_views, list(grads))
+        if self.any_weight_decay:
+            torch._foreach_addcmul_(self._grad_views, self.params, self._wd)    # grad + weight_decay * w
+        grad = self._flat_grad
         if self.optimizer == "adam":
             self.adam_step += 1
             beta1, beta2 = self.betas
             c1 = 1 - beta1 ** self.adam_step
             c2 = math.sqrt(1 - beta2 ** self.adam_step)
-        for i, (p, grad) in enumerate(zip(self.params, grads)):
-            if self.any_weight_decay:
-                grad = grad.add(p * self._wd[i])
-            if self.optimizer == "adam":
-                m, v = self.state["exp_avg"][i], self.state["exp_avg_sq"][i]
-                m.lerp_(grad, 1 - beta1)
-                v.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
-                denom = (v.sqrt() / c2).add_(1e-8)
-                p.addcdiv_(m * (self._lr[i] / -c1), denom)
-            else:
-                if self.any_momentum:
-                    buf = self.state["momentum_buffer"][i]
-                    grad = buf.mul_(self._momentum[i]).add_(grad)
-                p.sub_(grad * self._lr[i])
+            m, v = self._flat_state["exp_avg"], self._flat_state["exp_avg_sq"]
+            m.lerp_(grad, 1 - beta1)
+            v.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+            denom = (v.sqrt() / c2).add_(1e-8)
+            torch.div(m, denom, out=grad).mul_(self._flat_lr / -c1)     # the step, into the gradient's buffer
+            torch._foreach_add_(self.params, self._grad_views)
+            return
+        step = self._grad_views
+        if self.any_momentum:
+            self._flat_state["momentum_buffer"].mul_(self._flat_momentum).add_(grad)
+            step = self.state["momentum_buffer"]
+        torch._foreach_addcmul_(self.params, step, self._neg_lr)                # w - step_size * step
 
     # ------------------------------------------------------------------ shrink-and-perturb, continual backprop
     @torch.no_grad()
     def _perturb(self) -> None:
         for r, (g, run) in enumerate(zip(self.generators, self.runs)):
             if run.noise_std > 0:
-                for p in self.params:
-                    p[r].add_(torch.randn(p.shape[1:], device=self.device, dtype=self.dtype, generator=g),
-                              alpha=run.noise_std)
+                self._noise[r].normal_(generator=g)          # one draw for all the run's parameters
+        torch._foreach_add_(self.params, torch._foreach_mul(self._noise_views, self._noise_std))
 
     def _replacement_counts(self) -> np.ndarray:
         """How many units each run replaces in each layer now (decided on the host: no device sync).

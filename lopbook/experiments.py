@@ -273,10 +273,14 @@ def _cpu_threads(n: int | None):
         return
     before = torch.get_num_threads()
     torch.set_num_threads(n)
+    # Adam's second-moment estimates of rarely used weights decay into denormal floats, which the CPU handles
+    # up to a hundred times more slowly; flushing them to zero changes nothing measurable.
+    torch.set_flush_denormal(True)
     try:
         yield
     finally:
         torch.set_num_threads(before)
+        torch.set_flush_denormal(False)
 
 
 def _make_trainer(configs, nets, backend, device):

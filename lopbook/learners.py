@@ -95,9 +95,10 @@ class ShrinkAndPerturb(Backprop):
         self.noise_std = noise_std
 
     def after_step(self, hidden: list[torch.Tensor]) -> None:
-        for p in self.net.parameters():
-            noise = torch.randn(p.shape, device=p.device, generator=self.generator)
-            p.add_(noise, alpha=self.noise_std)
+        params = list(self.net.parameters())
+        noise = torch.randn(sum(p.numel() for p in params), device=params[0].device, generator=self.generator)
+        for p, eps in zip(params, noise.split([p.numel() for p in params])):
+            p.add_(eps.view_as(p) * self.noise_std)
 
 
 def lowest_utility(utility: torch.Tensor, eligible: torch.Tensor, k: int) -> torch.Tensor:

@@ -13,9 +13,11 @@ runs and resumes unfinished ones from their last checkpoint, with the same final
 """
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import dataclasses
 import os
+import threading
 import time
 import warnings
 from dataclasses import dataclass
@@ -273,14 +275,10 @@ def _cpu_threads(n: int | None):
         return
     before = torch.get_num_threads()
     torch.set_num_threads(n)
-    # Adam's second-moment estimates of rarely used weights decay into denormal floats, which the CPU handles
-    # up to a hundred times more slowly; flushing them to zero changes nothing measurable.
-    torch.set_flush_denormal(True)
     try:
         yield
     finally:
         torch.set_num_threads(before)
-        torch.set_flush_denormal(False)
 
 
 def _make_trainer(configs, nets, backend, device):
@@ -367,7 +365,12 @@ class _Run:
             (self.dir / "checkpoint.pt").unlink()
 
 
-def _run_experiment(configs, kind, out_dir, device, backend, progress, checkpoint_every, prepare, run_group):
+class _Stopped(Exception):
+    """Raised in a worker when another worker failed or the user interrupted: stop at the next task."""
+
+
+def _run_experiment(configs, kind, out_dir, device, backend, progress, checkpoint_every, workers, prepare,
+                    run_group, threads):
     configs = list(configs) if isinstance(configs, (list, tuple)) else [configs]
     if not configs:
         raise ValueError("no configs given")
@@ -377,15 +380,22 @@ def _run_experiment(configs, kind, out_dir, device, backend, progress, checkpoin
         cfg.validate()
     if len({run_key(c) for c in configs}) != len(configs):
         raise ValueError("two configs describe the same run (same settings and seed); give them different seeds")
+    if workers is not None and workers < 1:
+        raise ValueError(f"workers must be >= 1, got {workers}")
     device = get_device(device)
     env = environment(device)
     results: dict[int, RunResult] = {}
     groups: dict[tuple, list[int]] = {}
     for i, cfg in enumerate(configs):
         groups.setdefault(cfg.group_key(), []).append(i)
+    data: dict[str, _Shared] = {}
+    jobs = []                    # (runs trained together, their data, the task they start at)
     for members in groups.values():
-        shared = prepare(configs[members[0]], device)          # the data, loaded once per group
-        pending: dict[int, list[_Run]] = {}
+        first = configs[members[0]]
+        if first.data not in data:
+            data[first.data] = prepare(first, device)         # the data, loaded once
+        shared = data[first.data]
+        pending: dict[int, list[tuple[int, _Run]]] = {}
         for i in members:
             run = _Run(configs[i], out_dir, dict(env, **shared.meta, backend=None))
             finished = run.load()
@@ -393,20 +403,50 @@ def _run_experiment(configs, kind, out_dir, device, backend, progress, checkpoin
                 results[i] = finished
             else:
                 pending.setdefault(len(run.accuracy), []).append((i, run))
-        for start, items in sorted(pending.items()):
-            runs_ = [run for _, run in items]
-            run_group(runs_, shared, start, device, backend, progress, checkpoint_every)
-            for i, run in items:
-                results[i] = run.result()
+        jobs += [(items, shared, start) for start, items in sorted(pending.items())]
+
+    if workers is None:          # independent groups use the CPU's cores side by side; one GPU takes one at a time
+        workers = 1 if device.type == "cuda" else min(len(jobs), os.cpu_count() or 1)
+    stop = threading.Event()
+
+    def work(job, position):
+        items, shared, start = job
+        # Adam's second-moment estimates of unused weights decay into denormal floats, which a CPU handles up to a
+        # hundred times more slowly; flushing them to zero (a per-thread setting) changes nothing measurable.
+        torch.set_flush_denormal(True)
+        try:
+            run_group([run for _, run in items], shared, start, device, backend, progress, checkpoint_every,
+                      stop=stop, position=position)
+        finally:
+            torch.set_flush_denormal(False)
+        for i, run in items:
+            results[i] = run.result()
+
+    with _cpu_threads(threads if device.type == "cpu" else None):
+        if workers <= 1 or len(jobs) <= 1:
+            for position, job in enumerate(jobs):
+                work(job, 0)
+        else:
+            with concurrent.futures.ThreadPoolExecutor(workers) as pool:
+                futures = [pool.submit(work, job, position) for position, job in enumerate(jobs)]
+                try:
+                    for future in concurrent.futures.as_completed(futures):
+                        future.result()
+                except BaseException:
+                    stop.set()                   # the others stop after their current task (checkpointed)
+                    raise
     return [results[i] for i in range(len(configs))]
 
 
-def _train_tasks(runs_, trainer, start, progress, checkpoint_every, do_task, desc):
+def _train_tasks(runs_, trainer, start, progress, checkpoint_every, do_task, desc, stop=None, position=0):
     """The loop shared by both experiments: tasks, progress bar, timing and checkpoints."""
     cfg = runs_[0].config
     last_save = time.monotonic()
-    with tqdm(total=cfg.tasks, initial=start, desc=desc, disable=not progress, unit="task") as bar:
+    with tqdm(total=cfg.tasks, initial=start, desc=desc, disable=not progress, unit="task",
+              position=position) as bar:
         for t in range(start, cfg.tasks):
+            if stop is not None and stop.is_set():
+                raise _Stopped()
             began = time.monotonic()
             do_task(t)
             spent = time.monotonic() - began
@@ -444,7 +484,8 @@ def _prepare_mnist(cfg: PermutedMNIST, device, data_dir=None):
     return _Shared((dataset, dataset.x.to(device), dataset.y.to(device)), meta)
 
 
-def _run_mnist_group(runs_, shared, start, device, backend, progress, checkpoint_every, chunk=1000):
+def _run_mnist_group(runs_, shared, start, device, backend, progress, checkpoint_every, stop=None, position=0,
+                     chunk=1000):
     cfg = runs_[0].config
     dataset, x_all, y_all = shared.data
     streams = [datasets.PermutedMNISTStream(dataset, run.config.seed, cfg.examples_per_task) for run in runs_]
@@ -473,13 +514,12 @@ def _run_mnist_group(runs_, shared, start, device, backend, progress, checkpoint
         for run, c in zip(runs_, (correct.double() / cfg.examples_per_task).tolist()):
             run.accuracy.append(c)
 
-    with _cpu_threads(1 if device.type == "cpu" else None):
-        _train_tasks(runs_, trainer, start, progress, checkpoint_every, do_task,
-                     f"Permuted MNIST, {R} run{'s' * (R > 1)}")
+    _train_tasks(runs_, trainer, start, progress, checkpoint_every, do_task,
+                 f"Permuted MNIST, {R} run{'s' * (R > 1)}", stop, position)
 
 
 def run_permuted_mnist(configs, out_dir=None, data_dir=None, device=None, backend="auto", progress=True,
-                       checkpoint_every=60.0) -> list[RunResult]:
+                       checkpoint_every=60.0, workers=None) -> list[RunResult]:
     """Run Online Permuted MNIST for every config (a :class:`PermutedMNIST` or a list of them).
 
     Parameters
@@ -489,9 +529,11 @@ def run_permuted_mnist(configs, out_dir=None, data_dir=None, device=None, backen
     device : ``"cpu"``, ``"cuda"`` or None (CUDA when present).
     backend : ``"auto"`` (the lockstep engine where it applies), ``"engine"`` or ``"reference"``.
     checkpoint_every : seconds between checkpoints (one is always made after the last task).
+    workers : groups of runs trained at the same time, in threads (None: one per CPU core; one on a GPU). On the
+        CPU each group then uses one thread: one-example steps are too small to share between cores.
     """
-    return _run_experiment(configs, PermutedMNIST, out_dir, device, backend, progress, checkpoint_every,
-                           lambda cfg, dev: _prepare_mnist(cfg, dev, data_dir), _run_mnist_group)
+    return _run_experiment(configs, PermutedMNIST, out_dir, device, backend, progress, checkpoint_every, workers,
+                           lambda cfg, dev: _prepare_mnist(cfg, dev, data_dir), _run_mnist_group, threads=1)
 
 
 # ---------------------------------------------------------------------------------------------- Continual ImageNet
@@ -501,7 +543,7 @@ def _prepare_imagenet(cfg: ContinualImageNet, device, data_dir=None):
     return _Shared(source, meta)
 
 
-def _run_imagenet_group(runs_, shared, start, device, backend, progress, checkpoint_every):
+def _run_imagenet_group(runs_, shared, start, device, backend, progress, checkpoint_every, stop=None, position=0):
     cfg = runs_[0].config
     streams = [datasets.BinaryTaskStream(shared.data, run.config.seed) for run in runs_]
     nets = [ConvNet(3, 2, cfg.dropout, cfg.norm, seed=run.config.seed) for run in runs_]
@@ -542,7 +584,7 @@ def _run_imagenet_group(runs_, shared, start, device, backend, progress, checkpo
             run.accuracy.append(e)
 
     _train_tasks(runs_, trainer, start, progress, checkpoint_every, do_task,
-                 f"Continual ImageNet ({shared.meta['dataset']}), {R} run{'s' * (R > 1)}")
+                 f"Continual ImageNet ({shared.meta['dataset']}), {R} run{'s' * (R > 1)}", stop, position)
 
 
 def _first_of_each_class(per_class: int, k: int) -> torch.Tensor:
@@ -552,12 +594,14 @@ def _first_of_each_class(per_class: int, k: int) -> torch.Tensor:
 
 
 def run_continual_imagenet(configs, out_dir=None, data_dir=None, device=None, backend="auto", progress=True,
-                           checkpoint_every=60.0) -> list[RunResult]:
+                           checkpoint_every=60.0, workers=None) -> list[RunResult]:
     """Run Continual ImageNet for every config (a :class:`ContinualImageNet` or a list of them).
 
     ``accuracy`` is the test accuracy on each task's held-out images after training on it; ``train_accuracy``
     the accuracy on the training batches of the task's last epoch. Other parameters as in
     :func:`run_permuted_mnist` (``data_dir``: the ImageNet 32x32 class files, else ``$LOPBOOK_IMAGENET``).
     """
-    return _run_experiment(configs, ContinualImageNet, out_dir, device, backend, progress, checkpoint_every,
-                           lambda cfg, dev: _prepare_imagenet(cfg, dev, data_dir), _run_imagenet_group)
+    configs_ = configs if isinstance(configs, (list, tuple)) else [configs]
+    threads = None if workers == 1 or len({c.group_key() for c in configs_}) == 1 else 1
+    return _run_experiment(configs, ContinualImageNet, out_dir, device, backend, progress, checkpoint_every, workers,
+                           lambda cfg, dev: _prepare_imagenet(cfg, dev, data_dir), _run_imagenet_group, threads)

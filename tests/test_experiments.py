@@ -466,3 +466,40 @@ def test_headline_backprop_loses_plasticity_continual_backprop_keeps_it():
     assert bp[-5:].mean() < best_window(bp) - 0.05                     # backprop loses plasticity
     assert cbp[-5:].mean() > best_window(cbp) - 0.03                   # continual backprop keeps it
     assert cbp[-5:].mean() > bp[-5:].mean()
+
+
+# ----------------------------------------------------------------------------------------------- parallel groups
+def test_groups_trained_side_by_side_give_the_same_numbers_as_one_after_the_other():
+    """Independent groups (here: three architectures) run in worker threads; each run's numbers do not depend on
+    whether, or with what, it ran in parallel."""
+    configs = [mnist(), mnist(dropout=0.1, **CBP), mnist(norm="layer", seed=1, **SNP)]
+    alone = mnist_run(configs, workers=1)
+    together = mnist_run(configs, workers=3)
+    for a, b in zip(alone, together):
+        assert_identical(a, b)
+
+
+def test_a_failing_group_stops_the_others_and_keeps_their_checkpoints(tmp_path, monkeypatch):
+    configs = [mnist(tasks=6), mnist(tasks=6, dropout=0.1)]
+    original = Lockstep.train_online
+
+    def fail_for_dropout(self, x, y):
+        if self.dropout > 0:
+            raise Interrupted("the dropout group crashes")
+        return original(self, x, y)
+
+    monkeypatch.setattr(Lockstep, "train_online", fail_for_dropout)
+    with pytest.raises(Interrupted):
+        mnist_run(configs, out_dir=tmp_path, workers=2, checkpoint_every=0)
+    monkeypatch.setattr(Lockstep, "train_online", original)
+    # the healthy group saved what it finished and resumes from there
+    partial = load_result(tmp_path / run_key(configs[0]))
+    assert 0 < partial.tasks_done <= 6
+    resumed = mnist_run(configs, out_dir=tmp_path)
+    for a, b in zip(resumed, mnist_run(configs)):
+        assert_identical(a, b)
+
+
+def test_workers_must_be_positive():
+    with pytest.raises(ValueError, match="workers"):
+        mnist_run(mnist(), workers=0)

@@ -326,10 +326,15 @@ class Lockstep:
     # ------------------------------------------------------------------ shrink-and-perturb, continual backprop
     @torch.no_grad()
     def _perturb(self) -> None:
-        for r, (g, run) in enumerate(zip(self.generators, self.runs)):
-            if run.noise_std > 0:
-                self._noise[r].normal_(generator=g)          # one draw for all the run's parameters
-        torch._foreach_add_(self.params, torch._foreach_mul(self._noise_views, self._noise_std))
+        noisy = [r for r, run in enumerate(self.runs) if run.noise_std > 0]
+        for r in noisy:
+            self._noise[r].normal_(generator=self.generators[r])      # one draw for all the run's parameters
+        if len(noisy) == self.R:
+            torch._foreach_add_(self.params, torch._foreach_mul(self._noise_views, self._noise_std))
+        else:                                                          # only the runs that have noise
+            for r in noisy:
+                noise = torch._foreach_mul([n[r] for n in self._noise_views], self.runs[r].noise_std)
+                torch._foreach_add_([p[r] for p in self.params], noise)
 
     def _replacement_counts(self) -> np.ndarray:
         """How many units each run replaces in each layer now (decided on the host: no device sync).

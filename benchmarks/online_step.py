@@ -77,13 +77,15 @@ def plain_loop(width, device, steps=256):
     return timed(step, device)
 
 
-def engine_loop(width, runs, device, chunk=64, replacement_rate=0.0):
+def engine_loop(width, runs, device, chunk=None, replacement_rate=0.0):
+    if chunk is None:      # examples per call: enough to hide the call, few enough to time big networks quickly
+        chunk = 64 if width * runs <= 10_000 or device.type == "cuda" else 2
     engine = Lockstep([MLP(784, width, seed=r) for r in range(runs)],
                       [RunSettings(seed=r, step_size=0.003, replacement_rate=replacement_rate) for r in range(runs)],
                       device=device)
     x = torch.rand(runs, chunk, 784, device=device)
     y = torch.randint(0, 10, (runs, chunk), device=device)
-    return timed(lambda: engine.train_online(x, y), device) * chunk
+    return timed(lambda: engine.train_online(x, y), device) * chunk * runs      # run-steps: every run steps
 
 
 def copy_bandwidth(device, megabytes=1024):
@@ -126,6 +128,9 @@ def main():
     parser.add_argument("--convnet", action="store_true", help="also time the ConvNet, 10 runs of batch 100")
     args = parser.parse_args()
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    # As lopbook's runner does: the repeated random batches drive some values into denormal floats, which the CPU
+    # processes very slowly and which would otherwise dominate the timings of both loops.
+    torch.set_flush_denormal(True)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else \
         f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads available"
     print(f"torch {torch.__version__}, device {device} ({name})")

@@ -530,7 +530,8 @@ def run_permuted_mnist(configs, out_dir=None, data_dir=None, device=None, backen
     backend : ``"auto"`` (the lockstep engine where it applies), ``"engine"`` or ``"reference"``.
     checkpoint_every : seconds between checkpoints (one is always made after the last task).
     workers : groups of runs trained at the same time, in threads (None: one per CPU core; one on a GPU). On the
-        CPU each group then uses one thread: one-example steps are too small to share between cores.
+        CPU each group uses one thread: one-example steps are too small to share between cores, and one thread per
+        core is far more robust to other work on the machine than several threads waiting for each other.
     """
     return _run_experiment(configs, PermutedMNIST, out_dir, device, backend, progress, checkpoint_every, workers,
                            lambda cfg, dev: _prepare_mnist(cfg, dev, data_dir), _run_mnist_group, threads=1)
@@ -601,7 +602,5 @@ def run_continual_imagenet(configs, out_dir=None, data_dir=None, device=None, ba
     the accuracy on the training batches of the task's last epoch. Other parameters as in
     :func:`run_permuted_mnist` (``data_dir``: the ImageNet 32x32 class files, else ``$LOPBOOK_IMAGENET``).
     """
-    configs_ = configs if isinstance(configs, (list, tuple)) else [configs]
-    threads = None if workers == 1 or len({c.group_key() for c in configs_}) == 1 else 1
     return _run_experiment(configs, ContinualImageNet, out_dir, device, backend, progress, checkpoint_every, workers,
-                           lambda cfg, dev: _prepare_imagenet(cfg, dev, data_dir), _run_imagenet_group, threads)
+                           lambda cfg, dev: _prepare_imagenet(cfg, dev, data_dir), _run_imagenet_group, threads=1)

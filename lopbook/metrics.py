@@ -21,9 +21,12 @@ def effective_rank(features: torch.Tensor) -> float:
     With singular values :math:`\\sigma_k` and :math:`p_k = \\sigma_k / \\sum_j \\sigma_j`, the effective rank is
     :math:`\\exp(-\\sum_k p_k \\log p_k)`: the exponential of the entropy of the normalised singular values.
     It lies between 1 and the rank, equals the rank when all non-zero singular values are equal, and is 0 for an
-    all-zero matrix. ``features`` is ``[examples, units]``; extra axes are flattened into units.
+    all-zero matrix (NaN if the matrix holds inf or NaN). ``features`` is ``[examples, units]``; extra axes are
+    flattened into units.
     """
     matrix = features.reshape(features.shape[0], -1).double()
+    if not torch.isfinite(matrix).all():
+        return float("nan")      # a diverged network (inf or NaN activations) has no meaningful rank
     sigma = torch.linalg.svdvals(matrix)
     total = sigma.sum()
     if total <= 0:

@@ -221,3 +221,12 @@ def test_metrics_from_activations_rank_percent_uses_smallest_dimension():
     g = _with_singular_values(20, 4, [1.0, 1.0]).float()
     m = metrics_from_activations([h, g], [torch.ones(2, 2)])
     assert m.effective_rank_percent == pytest.approx([100.0, 50.0], rel=1e-4)
+
+
+def test_effective_rank_of_a_diverged_representation_is_nan():
+    """A diverged run (inf/NaN activations) must not crash the metrics of the runs trained with it."""
+    h = torch.ones(4, 3)
+    h[0, 0] = float("nan")
+    assert math.isnan(effective_rank(h))
+    h[0, 0] = float("inf")
+    assert math.isnan(effective_rank(h))

@@ -187,13 +187,22 @@ class Lockstep:
         p = self.dropout if train else 0.0
         hidden, inputs, keeps = [], [], []
         h = x
-        if self.conv:
+        if self.conv and x.is_cuda:
+            # the R runs' convolutions as one grouped convolution: runs are groups of channels
             R, B = x.shape[:2]
             h = x.transpose(0, 1).reshape(B, R * x.shape[2], *x.shape[3:])
             for w, b in zip(self.weights[:3], self.biases[:3]):
                 h = F.max_pool2d(F.relu(F.conv2d(h, w.flatten(0, 1), b.flatten(), groups=R)), 2)
                 hidden.append(h.view(B, R, -1, *h.shape[2:]).transpose(0, 1))
             h = h.view(B, R, -1).transpose(0, 1)
+            start = 3
+        elif self.conv:
+            # on the CPU a convolution of a batch of 100 is big enough on its own, and grouped ones are slower
+            per_run = list(x)
+            for w, b in zip(self.weights[:3], self.biases[:3]):
+                per_run = [F.max_pool2d(F.relu(F.conv2d(h, w[r], b[r])), 2) for r, h in enumerate(per_run)]
+                hidden.append(torch.stack(per_run))
+            h = hidden[-1].flatten(2)
             start = 3
         else:
             start = 0

@@ -17,7 +17,6 @@ import concurrent.futures
 import contextlib
 import dataclasses
 import os
-import threading
 import time
 import warnings
 from dataclasses import dataclass
@@ -365,12 +364,7 @@ class _Run:
             (self.dir / "checkpoint.pt").unlink()
 
 
-class _Stopped(Exception):
-    """Raised in a worker when another worker failed or the user interrupted: stop at the next task."""
-
-
-def _run_experiment(configs, kind, out_dir, device, backend, progress, checkpoint_every, workers, prepare,
-                    run_group, threads):
+def _run_experiment(configs, kind, out_dir, device, backend, progress, checkpoint_every, workers, data_dir):
     configs = list(configs) if isinstance(configs, (list, tuple)) else [configs]
     if not configs:
         raise ValueError("no configs given")
@@ -383,17 +377,18 @@ def _run_experiment(configs, kind, out_dir, device, backend, progress, checkpoin
     if workers is not None and workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
     device = get_device(device)
+    prepare, _ = _EXPERIMENTS[kind.__name__]
     env = environment(device)
     results: dict[int, RunResult] = {}
     groups: dict[tuple, list[int]] = {}
     for i, cfg in enumerate(configs):
         groups.setdefault(cfg.group_key(), []).append(i)
     data: dict[str, _Shared] = {}
-    jobs = []                    # (runs trained together, their data, the task they start at)
+    jobs = []                    # (indices of the runs trained together, their _Runs, data, the task they start at)
     for members in groups.values():
         first = configs[members[0]]
         if first.data not in data:
-            data[first.data] = prepare(first, device)         # the data, loaded once
+            data[first.data] = prepare(first, device, data_dir)         # the data, loaded once
         shared = data[first.data]
         pending: dict[int, list[tuple[int, _Run]]] = {}
         for i in members:
@@ -403,50 +398,99 @@ def _run_experiment(configs, kind, out_dir, device, backend, progress, checkpoin
                 results[i] = finished
             else:
                 pending.setdefault(len(run.accuracy), []).append((i, run))
-        jobs += [(items, shared, start) for start, items in sorted(pending.items())]
+        jobs += [([i for i, _ in items], [run for _, run in items], shared, start)
+                 for start, items in sorted(pending.items())]
 
     if workers is None:          # independent groups use the CPU's cores side by side; one GPU takes one at a time
         workers = 1 if device.type == "cuda" else min(len(jobs), os.cpu_count() or 1)
-    stop = threading.Event()
-
-    def work(job, position):
-        items, shared, start = job
-        # Adam's second-moment estimates of unused weights decay into denormal floats, which a CPU handles up to a
-        # hundred times more slowly; flushing them to zero (a per-thread setting) changes nothing measurable.
-        torch.set_flush_denormal(True)
-        try:
-            run_group([run for _, run in items], shared, start, device, backend, progress, checkpoint_every,
-                      stop=stop, position=position)
-        finally:
-            torch.set_flush_denormal(False)
-        for i, run in items:
-            results[i] = run.result()
-
-    with _cpu_threads(threads if device.type == "cpu" else None):
-        if workers <= 1 or len(jobs) <= 1:
-            for position, job in enumerate(jobs):
-                work(job, 0)
-        else:
-            with concurrent.futures.ThreadPoolExecutor(workers) as pool:
-                futures = [pool.submit(work, job, position) for position, job in enumerate(jobs)]
-                try:
-                    for future in concurrent.futures.as_completed(futures):
-                        future.result()
-                except BaseException:
-                    stop.set()                   # the others stop after their current task (checkpointed)
-                    raise
+    if workers <= 1 or len(jobs) <= 1:
+        for indices, runs_, shared, start in jobs:
+            for i, result in zip(indices, _train_group(kind.__name__, runs_, shared, start, device, backend,
+                                                       progress, checkpoint_every)):
+                results[i] = result
+    else:
+        for indices, job_results in _in_processes(kind.__name__, jobs, out_dir, data_dir, device, backend,
+                                                  progress, checkpoint_every, workers):
+            for i, result in zip(indices, job_results):
+                results[i] = result
     return [results[i] for i in range(len(configs))]
 
 
-def _train_tasks(runs_, trainer, start, progress, checkpoint_every, do_task, desc, stop=None, position=0):
+def _train_group(kind, runs_, shared, start, device, backend, progress, checkpoint_every, position=0, report=None):
+    """Train one group of runs in this process (one CPU thread; denormals flushed) and return their results."""
+    _, run_group = _EXPERIMENTS[kind]
+    # Adam's second-moment estimates of unused weights decay into denormal floats, which a CPU handles up to a
+    # hundred times more slowly; flushing them to zero changes nothing measurable.
+    torch.set_flush_denormal(True)
+    try:
+        with _cpu_threads(1 if device.type == "cpu" else None):
+            run_group(runs_, shared, start, device, backend, progress, checkpoint_every, position, report)
+    finally:
+        torch.set_flush_denormal(False)
+    return [run.result() for run in runs_]
+
+
+def _job_in_process(kind, configs, out_dir, data_dir, device, backend, checkpoint_every, start, position, queue):
+    """A group of runs in a worker process: load its data and checkpoints again, train, return the results."""
+    prepare, _ = _EXPERIMENTS[kind]
+    device = torch.device(device)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", datasets.DataWarning)         # the parent process has warned already
+        shared = prepare(configs[0], device, data_dir)
+    env = environment(device)
+    runs_ = [_Run(cfg, out_dir, dict(env, **shared.meta, backend=None)) for cfg in configs]
+    for run in runs_:
+        if run.load() is not None or len(run.accuracy) != start:
+            raise RuntimeError(f"{run.dir} changed while this experiment was running")
+    return _train_group(kind, runs_, shared, start, device, backend, False, checkpoint_every,
+                        report=lambda: queue.put(position))
+
+
+def _in_processes(kind, jobs, out_dir, data_dir, device, backend, progress, checkpoint_every, workers):
+    """Train the jobs in worker processes, one group each, showing one progress bar per group here."""
+    import multiprocessing
+
+    context = multiprocessing.get_context("spawn")        # safe with threads, notebooks and CUDA alike
+    with context.Manager() as manager, \
+            concurrent.futures.ProcessPoolExecutor(workers, mp_context=context) as pool:
+        queue = manager.Queue()
+        bars = [tqdm(total=runs_[0].config.tasks, initial=start, unit="task", position=k, disable=not progress,
+                     desc=f"{_describe(runs_, shared)} (worker process)")
+                for k, (_, runs_, shared, start) in enumerate(jobs)]
+        futures = {pool.submit(_job_in_process, kind, [r.config for r in runs_], out_dir, data_dir, str(device),
+                               backend, checkpoint_every, start, k, queue): indices
+                   for k, (indices, runs_, _, start) in enumerate(jobs)}
+        try:
+            waiting = set(futures)
+            while waiting:
+                done, waiting = concurrent.futures.wait(waiting, timeout=0.5)
+                while not queue.empty():
+                    bars[queue.get()].update(1)
+                for future in done:
+                    yield futures[future], future.result()
+        except BaseException:
+            for future in futures:
+                future.cancel()      # queued groups do not start; running ones stop at exit, keeping checkpoints
+            raise
+        finally:
+            for bar in bars:
+                bar.close()
+
+
+def _describe(runs_, shared) -> str:
+    kind = type(runs_[0].config).__name__
+    name = "Permuted MNIST" if kind == "PermutedMNIST" else f"Continual ImageNet ({shared.meta['dataset']})"
+    labels = sorted({r.config.name for r in runs_})
+    return f"{name}: {', '.join(labels)[:60]}, {len(runs_)} run{'s' * (len(runs_) > 1)}"
+
+
+def _train_tasks(runs_, trainer, start, progress, checkpoint_every, do_task, desc, position=0, report=None):
     """The loop shared by both experiments: tasks, progress bar, timing and checkpoints."""
     cfg = runs_[0].config
     last_save = time.monotonic()
     with tqdm(total=cfg.tasks, initial=start, desc=desc, disable=not progress, unit="task",
               position=position) as bar:
         for t in range(start, cfg.tasks):
-            if stop is not None and stop.is_set():
-                raise _Stopped()
             began = time.monotonic()
             do_task(t)
             spent = time.monotonic() - began
@@ -458,6 +502,8 @@ def _train_tasks(runs_, trainer, start, progress, checkpoint_every, do_task, des
                 for r, run in enumerate(runs_):
                     run.save(trainer.run_state(r))
                 last_save = time.monotonic()
+            if report is not None:
+                report()
 
 
 def _record_metrics(runs_, trainer, t, probe):
@@ -484,7 +530,7 @@ def _prepare_mnist(cfg: PermutedMNIST, device, data_dir=None):
     return _Shared((dataset, dataset.x.to(device), dataset.y.to(device)), meta)
 
 
-def _run_mnist_group(runs_, shared, start, device, backend, progress, checkpoint_every, stop=None, position=0,
+def _run_mnist_group(runs_, shared, start, device, backend, progress, checkpoint_every, position=0, report=None,
                      chunk=1000):
     cfg = runs_[0].config
     dataset, x_all, y_all = shared.data
@@ -514,8 +560,8 @@ def _run_mnist_group(runs_, shared, start, device, backend, progress, checkpoint
         for run, c in zip(runs_, (correct.double() / cfg.examples_per_task).tolist()):
             run.accuracy.append(c)
 
-    _train_tasks(runs_, trainer, start, progress, checkpoint_every, do_task,
-                 f"Permuted MNIST, {R} run{'s' * (R > 1)}", stop, position)
+    _train_tasks(runs_, trainer, start, progress, checkpoint_every, do_task, _describe(runs_, shared), position,
+                 report)
 
 
 def run_permuted_mnist(configs, out_dir=None, data_dir=None, device=None, backend="auto", progress=True,
@@ -529,12 +575,13 @@ def run_permuted_mnist(configs, out_dir=None, data_dir=None, device=None, backen
     device : ``"cpu"``, ``"cuda"`` or None (CUDA when present).
     backend : ``"auto"`` (the lockstep engine where it applies), ``"engine"`` or ``"reference"``.
     checkpoint_every : seconds between checkpoints (one is always made after the last task).
-    workers : groups of runs trained at the same time, in threads (None: one per CPU core; one on a GPU). On the
-        CPU each group uses one thread: one-example steps are too small to share between cores, and one thread per
-        core is far more robust to other work on the machine than several threads waiting for each other.
+    workers : groups of runs (different networks or optimisers) trained at the same time, each in its own process
+        (None: one per CPU core, one at a time on a GPU). On the CPU every group uses one thread: one-example steps
+        are too small to share between cores, and one thread per core is far more robust to other work on the
+        machine than several threads waiting for each other.
     """
     return _run_experiment(configs, PermutedMNIST, out_dir, device, backend, progress, checkpoint_every, workers,
-                           lambda cfg, dev: _prepare_mnist(cfg, dev, data_dir), _run_mnist_group, threads=1)
+                           data_dir)
 
 
 # ---------------------------------------------------------------------------------------------- Continual ImageNet
@@ -544,7 +591,7 @@ def _prepare_imagenet(cfg: ContinualImageNet, device, data_dir=None):
     return _Shared(source, meta)
 
 
-def _run_imagenet_group(runs_, shared, start, device, backend, progress, checkpoint_every, stop=None, position=0):
+def _run_imagenet_group(runs_, shared, start, device, backend, progress, checkpoint_every, position=0, report=None):
     cfg = runs_[0].config
     streams = [datasets.BinaryTaskStream(shared.data, run.config.seed) for run in runs_]
     nets = [ConvNet(3, 2, cfg.dropout, cfg.norm, seed=run.config.seed) for run in runs_]
@@ -584,8 +631,8 @@ def _run_imagenet_group(runs_, shared, start, device, backend, progress, checkpo
             run.train_accuracy.append(c)
             run.accuracy.append(e)
 
-    _train_tasks(runs_, trainer, start, progress, checkpoint_every, do_task,
-                 f"Continual ImageNet ({shared.meta['dataset']}), {R} run{'s' * (R > 1)}", stop, position)
+    _train_tasks(runs_, trainer, start, progress, checkpoint_every, do_task, _describe(runs_, shared), position,
+                 report)
 
 
 def _first_of_each_class(per_class: int, k: int) -> torch.Tensor:
@@ -603,4 +650,8 @@ def run_continual_imagenet(configs, out_dir=None, data_dir=None, device=None, ba
     :func:`run_permuted_mnist` (``data_dir``: the ImageNet 32x32 class files, else ``$LOPBOOK_IMAGENET``).
     """
     return _run_experiment(configs, ContinualImageNet, out_dir, device, backend, progress, checkpoint_every, workers,
-                           lambda cfg, dev: _prepare_imagenet(cfg, dev, data_dir), _run_imagenet_group, threads=1)
+                           data_dir)
+
+
+_EXPERIMENTS = {"PermutedMNIST": (_prepare_mnist, _run_mnist_group),
+                "ContinualImageNet": (_prepare_imagenet, _run_imagenet_group)}

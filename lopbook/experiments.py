@@ -519,15 +519,23 @@ class _Shared:
 
 # ---------------------------------------------------------------------------------------------- Permuted MNIST
 def _prepare_mnist(cfg: PermutedMNIST, device, data_dir=None):
-    if cfg.data == "digits":
-        dataset = datasets.load_digits_fallback()
-    else:
-        split = {"auto": "auto", "train": "train", "test": "test"}[cfg.data]
-        dataset = datasets.mnist_or_digits(data_dir, split=split)
-    if dataset.warning:
-        warnings.warn(f"{cfg.name}: {dataset.warning}", datasets.DataWarning, stacklevel=3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", datasets.DataWarning)      # warned once below, at the caller's line
+        if cfg.data == "digits":
+            dataset = datasets.load_digits_fallback()
+        else:
+            split = {"auto": "auto", "train": "train", "test": "test"}[cfg.data]
+            dataset = datasets.mnist_or_digits(data_dir, split=split)
+    _warn_fallback(dataset.warning)
     meta = {"dataset": dataset.name, "dataset_warning": dataset.warning}
     return _Shared((dataset, dataset.x.to(device), dataset.y.to(device)), meta)
+
+
+def _warn_fallback(message: str | None) -> None:
+    """One loud DataWarning, attributed to the line that called the runner (a notebook cell, a script)."""
+    if message:
+        # stack: _warn_fallback <- _prepare_* <- _run_experiment <- run_* <- the caller
+        warnings.warn(message, datasets.DataWarning, stacklevel=5)
 
 
 def _run_mnist_group(runs_, shared, start, device, backend, progress, checkpoint_every, position=0, report=None,
@@ -586,7 +594,10 @@ def run_permuted_mnist(configs, out_dir=None, data_dir=None, device=None, backen
 
 # ---------------------------------------------------------------------------------------------- Continual ImageNet
 def _prepare_imagenet(cfg: ContinualImageNet, device, data_dir=None):
-    source = datasets.class_images(cfg.data, root=data_dir)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", datasets.DataWarning)
+        source = datasets.class_images(cfg.data, root=data_dir)
+    _warn_fallback(source.warning)
     meta = {"dataset": source.name, "dataset_warning": source.warning}
     return _Shared(source, meta)
 

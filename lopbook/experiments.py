@@ -280,7 +280,9 @@ def _cpu_threads(n: int | None):
         torch.set_num_threads(before)
 
 
-def _make_trainer(configs, nets, backend, device):
+def _make_trainer(runs_, nets, backend, device):
+    """The engine (or the reference learners) for a group of runs, each restored from its checkpoint if it has one."""
+    configs = [run.config for run in runs_]
     supported = all(Lockstep.supports(n) for n in nets)
     if backend == "auto":
         backend = "engine" if supported else "reference"
@@ -296,7 +298,11 @@ def _make_trainer(configs, nets, backend, device):
         trainer = _Reference([cfg.learner(net.to(device)) for cfg, net in zip(configs, nets)], device)
     else:
         raise ValueError(f"backend must be 'auto', 'engine' or 'reference', got {backend!r}")
-    return trainer, backend
+    for r, run in enumerate(runs_):
+        run.meta["backend"] = backend
+        if run.state is not None:
+            trainer.load_run_state(r, run.state)
+    return trainer
 
 
 # ---------------------------------------------------------------------------------------------- the runner
@@ -545,11 +551,7 @@ def _run_mnist_group(runs_, shared, start, device, backend, progress, checkpoint
     streams = [datasets.PermutedMNISTStream(dataset, run.config.seed, cfg.examples_per_task) for run in runs_]
     nets = [MLP(dataset.n_features, cfg.width, cfg.depth, 10, cfg.dropout, cfg.norm, seed=run.config.seed)
             for run in runs_]
-    trainer, used = _make_trainer([run.config for run in runs_], nets, backend, device)
-    for r, run in enumerate(runs_):
-        run.meta["backend"] = used
-        if run.state is not None:
-            trainer.load_run_state(r, run.state)
+    trainer = _make_trainer(runs_, nets, backend, device)
     R = len(runs_)
 
     def examples(perm, order):
@@ -606,11 +608,7 @@ def _run_imagenet_group(runs_, shared, start, device, backend, progress, checkpo
     cfg = runs_[0].config
     streams = [datasets.BinaryTaskStream(shared.data, run.config.seed) for run in runs_]
     nets = [ConvNet(3, 2, cfg.dropout, cfg.norm, seed=run.config.seed) for run in runs_]
-    trainer, used = _make_trainer([run.config for run in runs_], nets, backend, device)
-    for r, run in enumerate(runs_):
-        run.meta["backend"] = used
-        if run.state is not None:
-            trainer.load_run_state(r, run.state)
+    trainer = _make_trainer(runs_, nets, backend, device)
     R = len(runs_)
     rows = torch.arange(R, device=device)[:, None]
 

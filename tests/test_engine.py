@@ -23,14 +23,6 @@ IN, OUT, WIDTH, DEPTH = 20, 5, 24, 2
 ATOL = 1e-4                 # float32 rounding of batched vs. one-by-one kernels, after a few hundred steps
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Per-example steps are overhead-bound; one thread is fastest and keeps the suite within its budget."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 # ----------------------------------------------------------------------------------------------- helpers
 def make_mlp(seed, dropout=0.0, norm=None, width=WIDTH):

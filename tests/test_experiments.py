@@ -37,14 +37,6 @@ def offline(monkeypatch, tmp_path):
     monkeypatch.setattr(datasets, "_reachable", lambda urls, timeout=0.0: False)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Small networks: one CPU thread is fastest, and avoids oversubscription when the other core is busy."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 def mnist(**changes):
     settings = dict(tasks=4, examples_per_task=150, width=24, depth=2, step_size=0.02, metrics_every=2,

@@ -14,14 +14,6 @@ from lopbook.runtime import make_generator
 IN, OUT = 20, 4
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """These tensors are tiny: one thread is faster, and much faster on a busy machine. Restored afterwards."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 def small_mlp(seed=0, width=8, depth=2, **kwargs):
     return MLP(in_features=IN, width=width, depth=depth, out_features=OUT, seed=seed, **kwargs)

@@ -10,14 +10,6 @@ from lopbook.nets import MLP, ConvNet
 from lopbook.runtime import make_generator
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """These tensors are tiny: one thread is faster, and much faster on a busy machine. Restored afterwards."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 def _orthogonal(n, seed):
     q, _ = torch.linalg.qr(torch.randn(n, n, generator=make_generator(seed), dtype=torch.float64))

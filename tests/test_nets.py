@@ -8,14 +8,6 @@ from lopbook.nets import MLP, ConvNet, _dropout, kaiming_bound
 from lopbook.runtime import make_generator
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """These tensors are tiny: one thread is faster, and much faster on a busy machine. Restored afterwards."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 def _params(net):
     return [p.detach().clone() for p in net.parameters()]

@@ -35,8 +35,8 @@ from .nets import MLP, ConvNet
 from .results import RunResult, atomic_write, load_result, numbers_config, run_key, save_result
 from .runtime import derive_seed, environment, get_device, make_generator
 
-__all__ = ["PermutedMNIST", "ContinualImageNet", "run_permuted_mnist", "run_continual_imagenet", "runs",
-           "ALGORITHMS", "SCALES", "resolve_scale", "settings"]
+__all__ = ["PermutedMNIST", "ContinualImageNet", "run_permuted_mnist", "run_continual_imagenet", "linear_baseline",
+           "runs", "ALGORITHMS", "SCALES", "resolve_scale", "settings"]
 
 ALGORITHMS = ("backprop", "l2", "shrink_and_perturb", "continual_backprop")
 SCALES = ("smoke", "quick", "full")
@@ -648,6 +648,29 @@ def _first_of_each_class(per_class: int, k: int) -> torch.Tensor:
     """Indices of the first ``k`` examples of each of the two classes of a task (``k = 0``: all)."""
     k = k or per_class
     return torch.cat([torch.arange(k), per_class + torch.arange(k)])
+
+
+def linear_baseline(source, tasks: int, train_per_class: int = 0, test_per_class: int = 0, seed: int = 0,
+                    max_iter: int = 2000) -> np.ndarray:
+    """Test accuracy of a logistic regression on the raw pixels, fitted from scratch on each of the first ``tasks``
+    class pairs of the Continual ImageNet run with this ``seed`` (the same pairs and images that run's network
+    sees; ``train_per_class``/``test_per_class`` as in :class:`ContinualImageNet`). The paper's yardstick: what a
+    network without hidden layers achieves. ``source``: a :func:`lopbook.data.class_images` data set."""
+    from sklearn.linear_model import LogisticRegression
+
+    for name, k in (("train_per_class", train_per_class), ("test_per_class", test_per_class)):
+        if not 0 <= k <= getattr(source, name):
+            raise ValueError(f"{name}={k} but {source.name} has {getattr(source, name)} images per class")
+    stream = datasets.BinaryTaskStream(source, seed)
+    keep_train = _first_of_each_class(source.train_per_class, train_per_class)
+    keep_test = _first_of_each_class(source.test_per_class, test_per_class)
+    accuracy = []
+    for t in range(min(tasks, stream.n_pairs)):
+        x_train, y_train, x_test, y_test = stream.task(t)
+        model = LogisticRegression(max_iter=max_iter)
+        model.fit(x_train[keep_train].flatten(1).numpy(), y_train[keep_train].numpy())
+        accuracy.append(model.score(x_test[keep_test].flatten(1).numpy(), y_test[keep_test].numpy()))
+    return np.array(accuracy)
 
 
 def run_continual_imagenet(configs, out_dir=None, data_dir=None, device=None, backend="auto", progress=True,

@@ -439,6 +439,27 @@ def test_group_by_label_and_labels():
     assert mnist(norm="layer", algorithm="l2", weight_decay=1e-3).name == "L2, layer norm"
 
 
+# ----------------------------------------------------------------------------------------------- linear baseline
+def _imagenet_classes(path, levels, rng):
+    """ImageNet32 class files (700 images, channel-last uint8); class c's pixels are uniform in ``levels[c]``."""
+    path.mkdir()
+    for c, (low, high) in enumerate(levels):
+        np.save(path / f"{c}.npy", rng.integers(low, high, size=(700, 32, 32, 3), dtype=np.uint8))
+    return datasets.ImageNet32(path)
+
+
+def test_linear_baseline_separates_separable_classes_and_not_identical_ones(tmp_path):
+    rng = np.random.default_rng(0)
+    separable = _imagenet_classes(tmp_path / "a", [(0, 60), (65, 125), (130, 190), (195, 256)], rng)
+    accuracy = experiments.linear_baseline(separable, tasks=5, train_per_class=20, test_per_class=50, seed=3)
+    assert accuracy.tolist() == [1.0, 1.0]                 # two class pairs, both linearly separable
+    same = _imagenet_classes(tmp_path / "b", [(0, 256)] * 2, rng)
+    chance = experiments.linear_baseline(same, tasks=1, train_per_class=100)
+    assert chance.shape == (1,) and 0.35 < chance[0] < 0.65   # indistinguishable classes: about chance (200 test images)
+    with pytest.raises(ValueError, match="train_per_class=601"):
+        experiments.linear_baseline(same, tasks=1, train_per_class=601)
+
+
 # ----------------------------------------------------------------------------------------------- the headline
 @pytest.mark.slow
 def test_headline_backprop_loses_plasticity_continual_backprop_keeps_it():

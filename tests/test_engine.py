@@ -48,22 +48,24 @@ def reference_learner(net, run, optimizer="sgd", maturity_threshold=100, decay_r
     return Backprop(net, run.step_size, **common)
 
 
-def stream(seed, steps, R, batch, conv=False):
+def stream(seed, steps, R, batch, conv=False, device="cpu"):
     """Per-run data: ``x`` ``[R, batch, ...]`` and labels ``[R, batch]``, a different batch for every run."""
     g = make_generator(seed)
     shape = (R, batch, 3, 32, 32) if conv else (R, batch, IN)
     n_classes = 2 if conv else OUT
     for _ in range(steps):
-        yield torch.rand(shape, generator=g), torch.randint(0, n_classes, (R, batch), generator=g)
+        yield torch.rand(shape, generator=g).to(device), torch.randint(0, n_classes, (R, batch), generator=g).to(device)
 
 
-def train_both(make_net, runs, steps, batch=1, conv=False, optimizer="sgd", data_seed=0, atol=ATOL, **cbp):
-    """Train ``runs`` in one Lockstep and one by one with reference learners; compare every step's outputs."""
+def train_both(make_net, runs, steps, batch=1, conv=False, optimizer="sgd", data_seed=0, atol=ATOL, device="cpu",
+               **cbp):
+    """Train ``runs`` in one Lockstep and one by one with reference learners (both on ``device``); compare every
+    step's outputs."""
     R = len(runs)
-    engine = Lockstep([make_net(r) for r in range(R)], runs, optimizer=optimizer, **cbp)
-    refs = [reference_learner(make_net(r), run, optimizer, **cbp) for r, run in enumerate(runs)]
+    engine = Lockstep([make_net(r) for r in range(R)], runs, optimizer=optimizer, device=torch.device(device), **cbp)
+    refs = [reference_learner(make_net(r).to(device), run, optimizer, **cbp) for r, run in enumerate(runs)]
     worst = 0.0
-    for x, y in stream(data_seed, steps, R, batch, conv):
+    for x, y in stream(data_seed, steps, R, batch, conv, device):
         out = engine.learn(x, y)
         assert out.shape == (R, batch, 2 if conv else OUT)
         for r, learner in enumerate(refs):
@@ -548,3 +550,46 @@ def test_engine_copies_the_weights_of_the_nets():
         assert torch.equal(p.detach(), q)
     assert not all(torch.equal(p[0], q) for p, q in zip(engine.params, original))
     assert math.isfinite(float(engine.params[0].sum()))
+
+
+# ----------------------------------------------------------------------------------------------- CUDA
+# The same comparisons with both implementations on a GPU (the engine's grouped convolutions and on-device
+# bookkeeping only run there). Skipped on machines without CUDA: run `pytest tests/test_engine.py -k cuda` on one.
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+
+@pytest.fixture
+def no_tf32():
+    """Full float32 precision in cuDNN convolutions (TF32 would round differently in the two implementations)."""
+    before = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    yield
+    torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = before
+
+
+@needs_cuda
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_mlp_on_cuda_matches_reference_learners_on_cuda(optimizer, no_tf32):
+    lr = 0.02 if optimizer == "sgd" else 1e-3
+    runs = [RunSettings(seed=1, step_size=lr), RunSettings(seed=2, step_size=lr, weight_decay=1e-3, noise_std=1e-3),
+            RunSettings(seed=3, step_size=lr, replacement_rate=0.03)]
+    engine, refs = train_both(lambda s: make_mlp(s, dropout=0.1), runs, steps=200, optimizer=optimizer,
+                              maturity_threshold=20, device="cuda")
+    assert engine.params[0].is_cuda
+    assert_same_params(engine, refs)
+    assert engine.replacements[2].sum() > 0
+    assert_same_cbp_state(engine, refs)
+    assert_same_metrics(engine, refs, probe_batch(len(runs)).cuda())
+
+
+@needs_cuda
+def test_convnet_on_cuda_matches_reference_learners_on_cuda(float64):
+    runs = [RunSettings(seed=51, step_size=2 ** -7, momentum=0.875),
+            RunSettings(seed=52, step_size=2 ** -7, momentum=0.875, replacement_rate=0.02)]
+    engine, refs = train_both(make_conv, runs, steps=15, batch=8, conv=True, maturity_threshold=3, data_seed=6,
+                              atol=1e-7, device="cuda")
+    assert engine.params[0].is_cuda
+    assert_same_params(engine, refs, atol=1e-7)
+    assert (engine.replacements[1] > 0).all()
+    assert_same_cbp_state(engine, refs)
+    assert_same_metrics(engine, refs, probe_batch(len(runs), n=16, conv=True).cuda())

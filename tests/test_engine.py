@@ -486,8 +486,8 @@ def test_load_run_state_of_another_optimizer_is_refused():
 
 
 # ----------------------------------------------------------------------------------------------- bad input
-@pytest.mark.parametrize("case", ["lengths", "empty", "batch_norm", "conv_batch_norm", "mixed_norms", "mixed_kinds", "widths",
-                                  "dropouts", "rate_above_one", "negative_rate", "adam_momentum",
+@pytest.mark.parametrize("case", ["lengths", "empty", "batch_norm", "conv_batch_norm", "mixed_norms", "mixed_kinds",
+                                  "widths", "dropouts", "rate_above_one", "negative_rate", "adam_momentum",
                                   "bad_step_size", "negative_decay", "bad_optimizer", "bad_utility",
                                   "momentum_one", "not_a_lopbook_net"])
 def test_bad_input_is_refused(case):

@@ -612,12 +612,7 @@ def _run_imagenet_group(runs_, shared, start, device, backend, progress, checkpo
     R = len(runs_)
     rows = torch.arange(R, device=device)[:, None]
 
-    source = shared.data
-    for name in ("train_per_class", "test_per_class"):
-        if getattr(cfg, name) > getattr(source, name):
-            raise ValueError(f"{name}={getattr(cfg, name)} but {source.name} has only {getattr(source, name)}")
-    keep_train = _first_of_each_class(source.train_per_class, cfg.train_per_class)
-    keep_test = _first_of_each_class(source.test_per_class, cfg.test_per_class)
+    keep_train, keep_test = _task_subsets(shared.data, cfg.train_per_class, cfg.test_per_class)
 
     def do_task(t):
         parts = [s.task(t) for s in streams]
@@ -644,10 +639,17 @@ def _run_imagenet_group(runs_, shared, start, device, backend, progress, checkpo
                  report)
 
 
-def _first_of_each_class(per_class: int, k: int) -> torch.Tensor:
-    """Indices of the first ``k`` examples of each of the two classes of a task (``k = 0``: all)."""
-    k = k or per_class
-    return torch.cat([torch.arange(k), per_class + torch.arange(k)])
+def _task_subsets(source, train_per_class: int, test_per_class: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Indices of the training and test images a task uses: the first ``k`` of each of its two classes (``k = 0``:
+    all of them)."""
+    keep = []
+    for name, k in (("train_per_class", train_per_class), ("test_per_class", test_per_class)):
+        per_class = getattr(source, name)
+        if not 0 <= k <= per_class:
+            raise ValueError(f"{name}={k} but {source.name} has {per_class} images per class")
+        k = k or per_class
+        keep.append(torch.cat([torch.arange(k), per_class + torch.arange(k)]))
+    return keep[0], keep[1]
 
 
 def linear_baseline(source, tasks: int, train_per_class: int = 0, test_per_class: int = 0, seed: int = 0,
@@ -658,12 +660,8 @@ def linear_baseline(source, tasks: int, train_per_class: int = 0, test_per_class
     network without hidden layers achieves. ``source``: a :func:`lopbook.data.class_images` data set."""
     from sklearn.linear_model import LogisticRegression
 
-    for name, k in (("train_per_class", train_per_class), ("test_per_class", test_per_class)):
-        if not 0 <= k <= getattr(source, name):
-            raise ValueError(f"{name}={k} but {source.name} has {getattr(source, name)} images per class")
+    keep_train, keep_test = _task_subsets(source, train_per_class, test_per_class)
     stream = datasets.BinaryTaskStream(source, seed)
-    keep_train = _first_of_each_class(source.train_per_class, train_per_class)
-    keep_test = _first_of_each_class(source.test_per_class, test_per_class)
     accuracy = []
     for t in range(min(tasks, stream.n_pairs)):
         x_train, y_train, x_test, y_test = stream.task(t)

@@ -23,7 +23,6 @@ IN, OUT, WIDTH, DEPTH = 20, 5, 24, 2
 ATOL = 1e-4                 # float32 rounding of batched vs. one-by-one kernels, after a few hundred steps
 
 
-
 # ----------------------------------------------------------------------------------------------- helpers
 def make_mlp(seed, dropout=0.0, norm=None, width=WIDTH):
     return MLP(IN, width, DEPTH, OUT, dropout=dropout, norm=norm, seed=seed)
@@ -560,7 +559,7 @@ needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a C
 
 @pytest.fixture
 def no_tf32():
-    """Full float32 precision in cuDNN convolutions (TF32 would round differently in the two implementations)."""
+    """Full float32 precision in CUDA matmuls and convolutions (TF32 rounds differently in the two implementations)."""
     before = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
     torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
     yield

@@ -37,7 +37,6 @@ def offline(monkeypatch, tmp_path):
     monkeypatch.setattr(datasets, "_reachable", lambda urls, timeout=0.0: False)
 
 
-
 def mnist(**changes):
     settings = dict(tasks=4, examples_per_task=150, width=24, depth=2, step_size=0.02, metrics_every=2,
                     probe_size=100, data="digits")

@@ -14,7 +14,6 @@ from lopbook.runtime import make_generator
 IN, OUT = 20, 4
 
 
-
 def small_mlp(seed=0, width=8, depth=2, **kwargs):
     return MLP(in_features=IN, width=width, depth=depth, out_features=OUT, seed=seed, **kwargs)
 

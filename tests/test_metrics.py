@@ -10,7 +10,6 @@ from lopbook.nets import MLP, ConvNet
 from lopbook.runtime import make_generator
 
 
-
 def _orthogonal(n, seed):
     q, _ = torch.linalg.qr(torch.randn(n, n, generator=make_generator(seed), dtype=torch.float64))
     return q

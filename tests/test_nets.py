@@ -8,7 +8,6 @@ from lopbook.nets import MLP, ConvNet, _dropout, kaiming_bound
 from lopbook.runtime import make_generator
 
 
-
 def _params(net):
     return [p.detach().clone() for p in net.parameters()]
 

@@ -1,30 +1,38 @@
 """Many runs in lockstep: R independent networks trained as one batched model.
 
-The paper averages 30 runs per setting, and Online Permuted MNIST learns one example at a time: trained the
-usual way (one network per process, autograd and ``torch.optim`` at batch size 1), a step costs far more in
-per-call overhead than in arithmetic. :class:`Lockstep` stacks the weights of R runs (``[R, out, in]``) and
-steps them together with batched matrix products, so one kernel call serves every run. Each run keeps its own
-seed (initial weights and random stream), data, step size, momentum, weight decay, noise and replacement rate;
-the optimiser (SGD or Adam) and the network's shape are shared.
+The paper averages 30 runs per setting, and Online Permuted MNIST learns one
+example at a time. Trained the usual way (one network per process, autograd and
+``torch.optim`` at batch size 1) a step costs far more in per-call overhead than
+in arithmetic. :class:`Lockstep` stacks the weights of R runs (``[R, out, in]``)
+and steps them together with batched matrix products, so one kernel call serves
+every run.
 
-For the MLP the forward and backward passes are written out by hand (no autograd graph per example) and plain
-SGD is fused into the backward pass; the ConvNet uses grouped convolutions and autograd. The learners in
-:mod:`lopbook.learners` stay the readable reference: the tests check that R runs here give the same numbers as
-the same R runs done one by one there.
+What the engine holds is only what all methods share: the stacked parameters,
+the forward pass, the backward pass, the optimisers (SGD with momentum, Adam) and
+the calls of each method's hooks (:mod:`lopbook.methods`). Each run keeps its own
+seed, data, step size, momentum, method and hyperparameters; the network's shape
+and the optimiser are shared.
+
+**Performance path.** For the MLP the backward pass is written out by hand (no
+autograd graph per example) and plain SGD is fused into it; it buys about 3x at
+R = 1 and 18-20x at R = 30 over a plain PyTorch loop at width 100
+(``benchmarks/online_step.py``). The ConvNet uses autograd. The tests pin both to
+the reference learners of :mod:`lopbook.learners` (autograd and ``torch.optim``,
+one network at a time), method by method.
 """
 from __future__ import annotations
 
 import math
-from collections import deque
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .learners import UTILITIES, lowest_utility
+from . import methods as registry
+from .methods.base import Hyperparameters, Method, Networks
 from .metrics import PlasticityMetrics, metrics_from_activations
-from .nets import MLP, ConvNet, kaiming_bound
+from .nets import MLP, ConvNet
 from .runtime import make_generator
 
 __all__ = ["RunSettings", "Lockstep"]
@@ -34,145 +42,193 @@ _threshold_backward = torch.ops.aten.threshold_backward
 
 @dataclass
 class RunSettings:
-    """What may differ between the runs trained together (zero switches a mechanism off)."""
+    """What may differ between the runs trained together."""
 
-    seed: int                      # seeds the run's random stream (dropout masks, noise, new units)
+    seed: int
+    """seeds the run's random stream (dropout masks, noise, new units)"""
     step_size: float
-    momentum: float = 0.0          # SGD only
-    weight_decay: float = 0.0      # L2 penalty (the "shrink" of Shrink-and-Perturb)
-    noise_std: float = 0.0         # Gaussian noise added to every parameter after each step ("perturb")
-    replacement_rate: float = 0.0  # continual backprop; 0 is plain backprop
+    """the step size (learning rate)"""
+    momentum: float = 0.0
+    """SGD's momentum (Adam uses the engine's betas)"""
+    method: str = "backprop"
+    """a name in :data:`lopbook.methods.REGISTRY`"""
+    hyperparameters: Hyperparameters | None = None
+    """the method's hyperparameters (None: its defaults)"""
+
+    def resolved(self) -> Hyperparameters:
+        if self.hyperparameters is None:
+            return registry.settings(self.method)
+        if not isinstance(self.hyperparameters, registry.get(self.method).Settings):
+            raise ValueError(f"run with method {self.method!r} got hyperparameters of type "
+                             f"{type(self.hyperparameters).__name__}")
+        return self.hyperparameters
 
 
 class Lockstep:
-    """R runs of an :class:`~lopbook.nets.MLP` or :class:`~lopbook.nets.ConvNet` trained in lockstep.
+    """R runs of an :class:`~lopbook.nets.MLP` or :class:`~lopbook.nets.ConvNet` in lockstep.
 
     Parameters
     ----------
-    nets : the R initial networks (same architecture, no normalisation layers); their weights are copied.
+    nets : the R initial networks (same architecture; no normalisation, or layer
+        norm in the MLP); their weights are copied.
     runs : one :class:`RunSettings` per network.
     optimizer, betas : ``"sgd"`` or ``"adam"``, shared by all runs.
-    maturity_threshold, decay_rate, utility : continual backprop's settings, shared by all runs.
     """
 
     def __init__(self, nets: list, runs: list[RunSettings], optimizer: str = "sgd",
-                 betas: tuple[float, float] = (0.9, 0.999), maturity_threshold: int = 100,
-                 decay_rate: float = 0.99, utility: str = "contribution", device=None):
+                 betas: tuple[float, float] = (0.9, 0.999), device=None):
+        self._check(nets, runs, optimizer)
+        # runs of one method instance must be neighbours: sort them (stably)
+        keys = [(r.method, r.resolved().shared()) for r in runs]
+        first = {k: i for i, k in reversed(list(enumerate(keys)))}
+        order = sorted(range(len(runs)), key=lambda i: first[keys[i]])
+        self._order = order                            # internal position -> given run
+        self._position = np.argsort(order)             # given run -> internal position
+        self._identity = order == list(range(len(runs)))
+        nets = [nets[i] for i in order]
+        runs = [runs[i] for i in order]
+
+        self.device = (torch.device(device) if device is not None
+                       else next(nets[0].parameters()).device)
+        self.conv = isinstance(nets[0], ConvNet)
+        self.runs = runs
+        self.R = R = len(runs)
+        self.optimizer, self.betas = optimizer, betas
+        self.dropout = nets[0].dropout
+        layers = [n.weight_layers() for n in nets]
+
+        def stack(tensors):
+            return torch.stack([t.detach() for t in tensors]).to(self.device).contiguous()
+
+        self.weights = [stack([ls[i].weight for ls in layers]) for i in range(len(layers[0]))]
+        self.biases = [stack([ls[i].bias for ls in layers]) for i in range(len(layers[0]))]
+        self.widths = [w.shape[1] for w in self.weights[:-1]]
+        # layer norm's per-unit gain and shift, [R, units] per hidden layer
+        self.layer_norm = nets[0].norm == "layer"
+        norms = ([[n.norms[l] for n in nets] for l in range(len(self.widths))]
+                 if self.layer_norm else [])
+        self.gains = [stack([m.weight for m in ms]) for ms in norms]
+        self.shifts = [stack([m.bias for m in ms]) for ms in norms]
+        self.generators = [make_generator(r.seed, self.device) for r in runs]
+        self.nets = Networks(self.weights, self.biases, self.gains, self.shifts,
+                             self.generators, nets[0].init_bounds()[0], self._buffers_of)
+        self.params = self.nets.params
+        position = {id(p): i for i, p in enumerate(self.params)}
+        self._w = [position[id(w)] for w in self.weights]   # index of each layer's weight
+        self._b = [position[id(b)] for b in self.biases]
+        self._g = [position[id(g)] for g in self.gains]
+        self._s = [position[id(s)] for s in self.shifts]
+        self.n_outputs = self.weights[-1].shape[1]
+        self.dtype = self.weights[0].dtype
+
+        def column(values, dims):
+            return torch.tensor(values, dtype=self.dtype, device=self.device).view(R, *[1] * dims)
+
+        self._lr_out = column([r.step_size for r in runs], 2)
+        self._neg_lr = [column([-r.step_size for r in runs], p.dim() - 1) for p in self.params]
+        self.any_momentum = any(r.momentum > 0 for r in runs)
+        self._minus_one = torch.full((1, 1, 1), -1.0, device=self.device, dtype=self.dtype)
+
+        # Optimiser state and gradients live in flat [R, all parameters] buffers, so
+        # that the update is a handful of operations whatever the number of layers.
+        self._sizes = [p[0].numel() for p in self.params]
+        total = sum(self._sizes)
+        names = {"adam": ["exp_avg", "exp_avg_sq"],
+                 "sgd": ["momentum_buffer"] if self.any_momentum else []}[optimizer]
+        self._flat_state = {name: torch.zeros(R, total, device=self.device, dtype=self.dtype)
+                            for name in names}
+        self.state = {name: self._views(flat) for name, flat in self._flat_state.items()}
+        self._flat_grad = torch.zeros(R, total, device=self.device, dtype=self.dtype)
+        self._grad_views = self._views(self._flat_grad)
+        self.adam_step = 0
+        flat = lambda values: torch.tensor(values, dtype=self.dtype, device=self.device).view(R, 1)
+        self._flat_lr = flat([r.step_size for r in runs])
+        self._flat_momentum = flat([r.momentum for r in runs])
+
+        # one instance of each method, over the neighbouring runs that share it
+        self.methods: list[tuple[int, int, Method]] = []
+        start = 0
+        for stop in range(1, R + 1):
+            if stop == R or keys[order[stop]] != keys[order[start]]:
+                cls = registry.get(runs[start].method)
+                reason = cls.supports(nets[0])
+                if reason:
+                    raise ValueError(f"method {cls.name!r} cannot train this network: {reason}")
+                method = cls(self.nets.select(start, stop),
+                             [r.resolved() for r in runs[start:stop]])
+                self.methods.append((start, stop, method))
+                start = stop
+        self._with_gradient = [(a, b, m) for a, b, m in self.methods
+                               if type(m).gradient is not Method.gradient]
+        self._with_after_step = [(a, b, m) for a, b, m in self.methods
+                                 if type(m).after_step is not Method.after_step]
+        needs_gradients = any(type(m).needs_gradients for _, _, m in self.methods)
+        self.fused_sgd = (optimizer == "sgd" and not self.any_momentum and not self.conv
+                          and not needs_gradients)
+        if self.conv:
+            for p in self.params:
+                p.requires_grad_(True)
+
+    @staticmethod
+    def _check(nets, runs, optimizer) -> None:
         if len(nets) != len(runs) or not nets:
             raise ValueError("give one RunSettings per network, and at least one network")
         kind = type(nets[0])
         if kind not in (MLP, ConvNet) or any(type(n) is not kind for n in nets):
             raise ValueError("all networks must be lopbook MLPs, or all lopbook ConvNets")
         if not all(Lockstep.supports(n) for n in nets):
-            raise ValueError("the lockstep engine supports layer norm in the MLP and no other normalisation; train "
-                             "those runs with the reference learners (backend='reference')")
+            raise ValueError("the lockstep engine supports layer norm in the MLP and no other "
+                             "normalisation; train those runs with the reference learners "
+                             "(backend='reference')")
         shapes = {tuple(tuple(p.shape) for p in n.parameters()) for n in nets}
-        if len(shapes) != 1 or len({n.dropout for n in nets}) != 1 or len({n.norm for n in nets}) != 1:
-            raise ValueError("all networks must have the same architecture, dropout and normalisation")
+        if (len(shapes) != 1 or len({n.dropout for n in nets}) != 1
+                or len({n.norm for n in nets}) != 1 or len({n.init for n in nets}) != 1):
+            raise ValueError("all networks must have the same architecture, dropout, "
+                             "normalisation and initialisation")
         if optimizer not in ("sgd", "adam"):
             raise ValueError(f"optimizer must be 'sgd' or 'adam', got {optimizer!r}")
-        if utility not in UTILITIES:
-            raise ValueError(f"utility must be one of {UTILITIES}, got {utility!r}")
         for r in runs:
-            if not r.step_size > 0 or r.weight_decay < 0 or r.noise_std < 0 or not 0 <= r.momentum < 1:
-                raise ValueError(f"invalid run settings {r}")
-            if not 0.0 <= r.replacement_rate <= 1.0:
-                raise ValueError(f"replacement_rate must be in [0, 1], got {r.replacement_rate}")
+            if not r.step_size > 0 or not 0 <= r.momentum < 1:
+                raise ValueError(f"invalid run settings {r}: step_size must be > 0 and "
+                                 "momentum in [0, 1)")
             if optimizer == "adam" and r.momentum:
                 raise ValueError("momentum is an SGD setting; Adam uses betas")
-
-        self.device = torch.device(device) if device is not None else next(nets[0].parameters()).device
-        self.conv = kind is ConvNet
-        self.runs = list(runs)
-        self.R = R = len(runs)
-        self.optimizer, self.betas = optimizer, betas
-        self.maturity_threshold, self.decay_rate, self.utility_type = maturity_threshold, decay_rate, utility
-        self.dropout = nets[0].dropout
-        layers = [n.weight_layers() for n in nets]
-        self.bounds = [kaiming_bound(layer) for layer in layers[0]]
-        self.weights = [torch.stack([ls[i].weight.detach() for ls in layers]).to(self.device).contiguous()
-                        for i in range(len(layers[0]))]
-        self.biases = [torch.stack([ls[i].bias.detach() for ls in layers]).to(self.device).contiguous()
-                       for i in range(len(layers[0]))]
-        self.widths = [w.shape[1] for w in self.weights[:-1]]
-        # layer norm's per-unit gain and shift, [R, units] per hidden layer
-        self.layer_norm = nets[0].norm == "layer"
-        norms = [[n.norms[l] for n in nets] for l in range(len(self.widths))] if self.layer_norm else []
-        self.gains = [torch.stack([m.weight.detach() for m in ms]).to(self.device).contiguous() for ms in norms]
-        self.shifts = [torch.stack([m.bias.detach() for m in ms]).to(self.device).contiguous() for ms in norms]
-        # all parameters in the nets' order: hidden layers, normalisation layers, output layer
-        self.params = [p for pair in zip(self.weights[:-1], self.biases[:-1]) for p in pair]
-        self.params += [p for pair in zip(self.gains, self.shifts) for p in pair]
-        self.params += [self.weights[-1], self.biases[-1]]
-        position = {id(p): i for i, p in enumerate(self.params)}
-        self._w = [position[id(w)] for w in self.weights]      # index in self.params of each layer's weight
-        self._b = [position[id(b)] for b in self.biases]
-        self._g = [position[id(g)] for g in self.gains]
-        self._s = [position[id(b)] for b in self.shifts]
-        self.n_outputs = self.weights[-1].shape[1]
-        self.generators = [make_generator(r.seed, self.device) for r in runs]
-
-        self.dtype = self.weights[0].dtype
-
-        def column(values, dims):
-            return torch.tensor(values, dtype=self.dtype, device=self.device).view(R, *[1] * dims)
-
-        self._lr = [column([r.step_size for r in runs], p.dim() - 1) for p in self.params]
-        self._wd = [column([r.weight_decay for r in runs], p.dim() - 1) for p in self.params]
-        self._decay = [-lr * wd for lr, wd in zip(self._lr, self._wd)]     # w <- w + w * decay: weight decay
-        self._lr_out = column([r.step_size for r in runs], 2)
-        self.any_weight_decay = any(r.weight_decay > 0 for r in runs)
-        self.any_momentum = any(r.momentum > 0 for r in runs)
-        self.any_noise = any(r.noise_std > 0 for r in runs)
-        self.replacement_rate = np.array([r.replacement_rate for r in runs], dtype=np.float64)
-        self.any_replacement = bool((self.replacement_rate > 0).any())
-        self.fused_sgd = optimizer == "sgd" and not self.any_momentum and not self.conv
-        self._minus_one = torch.full((1, 1, 1), -1.0, device=self.device, dtype=self.dtype)
-
-        # Optimiser state and gradients live in flat [R, all parameters] buffers, so that the update is a handful
-        # of operations whatever the number of layers; self.state[name][i] is the view of parameter i.
-        self._sizes = [p[0].numel() for p in self.params]
-        total = sum(self._sizes)
-        names = {"adam": ["exp_avg", "exp_avg_sq"], "sgd": ["momentum_buffer"] if self.any_momentum else []}
-        self._flat_state = {name: torch.zeros(R, total, device=self.device, dtype=self.dtype)
-                            for name in names[optimizer]}
-        self.state = {name: self._views(flat) for name, flat in self._flat_state.items()}
-        self._flat_grad = torch.zeros(R, total, device=self.device, dtype=self.dtype)
-        self._grad_views = self._views(self._flat_grad)
-        self.adam_step = 0
-        flat_column = lambda values: torch.tensor(values, dtype=self.dtype, device=self.device).view(R, 1)
-        self._flat_lr = flat_column([r.step_size for r in runs])
-        self._flat_momentum = flat_column([r.momentum for r in runs])
-        self._neg_lr = [-lr for lr in self._lr]
-        # Shrink-and-Perturb: one draw of noise per run and step, for all its parameters at once
-        self._noise = torch.zeros(R, total, device=self.device, dtype=self.dtype) if self.any_noise else None
-        self._noise_views = self._views(self._noise) if self.any_noise else []
-        self._noise_std = [column([r.noise_std for r in runs], p.dim() - 1) for p in self.params]
-        # continual backprop state: per run and hidden unit; ages are kept as the step of the unit's birth
-        self.step = 0
-        self.utility = [torch.zeros(R, n, device=self.device, dtype=self.dtype) for n in self.widths]
-        self.mean_activation = [torch.zeros(R, n, device=self.device, dtype=self.dtype) for n in self.widths]
-        self.birth = [torch.zeros(R, n, dtype=torch.long, device=self.device) for n in self.widths]
-        self.accumulated = np.zeros((R, len(self.widths)), dtype=np.float64)
-        self.replacements = np.zeros((R, len(self.widths)), dtype=np.int64)
-        self._recent = deque()        # replacement counts of the last maturity_threshold steps
-        self._recent_sum = np.zeros((R, len(self.widths)), dtype=np.int64)
-        if self.conv:
-            for p in self.params:
-                p.requires_grad_(True)
+            r.resolved()        # an unknown method or hyperparameters of another one fail here
 
     def _views(self, flat: torch.Tensor) -> list[torch.Tensor]:
-        """Views of a flat ``[R, all parameters]`` buffer shaped like each parameter (``[R, ...]``)."""
+        """Views of a flat ``[R, all parameters]`` buffer shaped like each parameter."""
         views, start = [], 0
         for p, n in zip(self.params, self._sizes):
             views.append(flat[:, start:start + n].view(p.shape))
             start += n
         return views
 
+    def _buffers_of(self, i: int) -> list[torch.Tensor]:
+        return [buffers[i] for buffers in self.state.values()]
+
+    @property
+    def step(self) -> int:
+        return self.nets.step
+
     @staticmethod
     def supports(net) -> bool:
         """Whether the engine can train ``net`` (no normalisation, or layer norm in the MLP)."""
         return net.norms is None or (isinstance(net, MLP) and net.norm == "layer")
+
+    def _in(self, x: torch.Tensor) -> torch.Tensor:
+        """Runs in the engine's order (it keeps the runs of each method together)."""
+        return x if self._identity else x[self._order]
+
+    def _out(self, x: torch.Tensor) -> torch.Tensor:
+        return x if self._identity else x[torch.as_tensor(self._position, device=x.device)]
+
+    def method_of(self, r: int) -> tuple[Method, int]:
+        """The method instance that trains run ``r``, and ``r``'s index within it."""
+        i = int(self._position[r])
+        for a, b, m in self.methods:
+            if a <= i < b:
+                return m, i - a
+        raise IndexError(r)
 
     # ------------------------------------------------------------------ forward passes
     def _dropout(self, h: torch.Tensor) -> torch.Tensor:
@@ -182,8 +238,8 @@ class Lockstep:
         return keep
 
     def forward(self, x: torch.Tensor, train: bool = False):
-        """Logits ``[R, B, outputs]`` for inputs ``x`` (``[R, B, ...]``), the hidden activations, the inputs of
-        every layer and the dropout masks (empty when not training)."""
+        """Logits ``[R, B, outputs]`` for inputs ``x`` (``[R, B, ...]``, engine order),
+        the hidden activations, the inputs of every layer and the dropout masks."""
         p = self.dropout if train else 0.0
         hidden, inputs, keeps = [], [], []
         h = x
@@ -197,17 +253,19 @@ class Lockstep:
             h = h.view(B, R, -1).transpose(0, 1)
             start = 3
         elif self.conv:
-            # on the CPU a convolution of a batch of 100 is big enough on its own, and grouped ones are slower
+            # on the CPU a convolution of a batch of 100 is big enough on its own
             per_run = list(x)
             for w, b in zip(self.weights[:3], self.biases[:3]):
-                per_run = [F.max_pool2d(F.relu(F.conv2d(h, w[r], b[r])), 2) for r, h in enumerate(per_run)]
+                per_run = [F.max_pool2d(F.relu(F.conv2d(h, w[r], b[r])), 2)
+                           for r, h in enumerate(per_run)]
                 hidden.append(torch.stack(per_run))
             h = hidden[-1].flatten(2)
             start = 3
         else:
             start = 0
         self._norm_cache = []
-        for l, (w, b) in enumerate(zip(self.weights[start:-1], self.biases[start:-1]), start=start):
+        for l, (w, b) in enumerate(zip(self.weights[start:-1], self.biases[start:-1]),
+                                   start=start):
             inputs.append(h)
             h = torch.baddbmm(b.unsqueeze(1), h, w.transpose(1, 2))
             if self.layer_norm:
@@ -229,17 +287,18 @@ class Lockstep:
     def learn(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """One update of every run on its batch (``x``: ``[R, B, ...]``, ``y``: ``[R, B]``).
 
-        Returns the logits computed before the update (``[R, B, outputs]``), as the learners' ``learn`` does.
-        """
+        Returns the logits computed before the update (``[R, B, outputs]``)."""
+        return self._out(self._learn(self._in(x), self._in(y)))
+
+    def _learn(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         if self.conv:
             out, hidden = self._backward_autograd(x, y)
         else:
             out, hidden = self._backward_mlp(x, y)
-        self.step += 1
-        if self.any_noise:
-            self._perturb()
-        if self.any_replacement:
-            self._continual_backprop(hidden)
+        self.nets.step += 1
+        with torch.no_grad():
+            for a, b, method in self._with_after_step:
+                method.after_step([h[a:b] for h in hidden])
         return out
 
     def _backward_autograd(self, x, y):
@@ -249,35 +308,48 @@ class Lockstep:
             loss = F.cross_entropy(out.reshape(R * B, C), y.reshape(R * B), reduction="sum") / B
             grads = torch.autograd.grad(loss, self.params)
         with torch.no_grad():
-            self._update(grads)
+            self._update(list(grads))
         return out.detach(), [h.detach() for h in hidden]
+
+    def _gradient_terms(self, i: int, grad: torch.Tensor | None) -> None:
+        """Add the methods' gradient terms for parameter ``i``: to ``grad``, or (fused
+        SGD, ``grad`` None) straight to the parameter, times minus the step size."""
+        for a, b, method in self._with_gradient:
+            term = method.gradient(i, self.params[i][a:b])
+            if term is None:
+                continue
+            if grad is None:
+                self.params[i][a:b].addcmul_(term, self._neg_lr[i][a:b])
+            else:
+                grad[a:b].add_(term)
 
     @torch.no_grad()
     def _backward_mlp(self, x, y):
         out, hidden, inputs, keeps = self.forward(x, train=True)
         B = x.shape[1]
-        g = torch.softmax(out, dim=-1)                 # d(cross-entropy)/d(logits) = softmax - one-hot
+        g = torch.softmax(out, dim=-1)           # d(cross-entropy)/d(logits) = softmax - one-hot
         g.scatter_add_(2, y.unsqueeze(2), self._minus_one.expand(*y.shape, 1))
         if B > 1:
             g.div_(B)
         L = len(self.weights)
+        terms = bool(self._with_gradient)
         if self.fused_sgd:
             g.mul_(self._lr_out)      # every layer's gradient is now scaled by its run's step size
             for l in reversed(range(L)):
                 w, b = self.weights[l], self.biases[l]
                 g_in = torch.bmm(g, w) if l > 0 else None
-                if self.any_weight_decay:
-                    w.addcmul_(w, self._decay[self._w[l]])
-                    b.addcmul_(b, self._decay[self._b[l]])
+                if terms:
+                    self._gradient_terms(self._w[l], None)
+                    self._gradient_terms(self._b[l], None)
                 w.baddbmm_(g.transpose(1, 2), inputs[l], alpha=-1.0)
                 b.sub_(g[:, 0] if B == 1 else g.sum(1))
                 if l > 0:
                     g = self._relu_backward(g_in, hidden[l - 1], keeps, l - 1)
                     if self.layer_norm:
                         g, d_gain, d_shift = self._norm_backward(g, l - 1)
-                        if self.any_weight_decay:
-                            self.gains[l - 1].addcmul_(self.gains[l - 1], self._decay[self._g[l - 1]])
-                            self.shifts[l - 1].addcmul_(self.shifts[l - 1], self._decay[self._s[l - 1]])
+                        if terms:
+                            self._gradient_terms(self._g[l - 1], None)
+                            self._gradient_terms(self._s[l - 1], None)
                         self.gains[l - 1].sub_(d_gain)
                         self.shifts[l - 1].sub_(d_shift)
         else:
@@ -286,9 +358,11 @@ class Lockstep:
                 grads[self._w[l]] = torch.bmm(g.transpose(1, 2), inputs[l])
                 grads[self._b[l]] = g.sum(1)
                 if l > 0:
-                    g = self._relu_backward(torch.bmm(g, self.weights[l]), hidden[l - 1], keeps, l - 1)
+                    g = self._relu_backward(torch.bmm(g, self.weights[l]), hidden[l - 1], keeps,
+                                            l - 1)
                     if self.layer_norm:
-                        g, grads[self._g[l - 1]], grads[self._s[l - 1]] = self._norm_backward(g, l - 1)
+                        g, grads[self._g[l - 1]], grads[self._s[l - 1]] = \
+                            self._norm_backward(g, l - 1)
             self._update(grads)
         return out, hidden
 
@@ -297,8 +371,9 @@ class Lockstep:
         z, normed, mean, rstd = self._norm_cache[l]
         d_gain = (g * normed).sum(1)
         d_shift = g.sum(1)
-        g = torch.ops.aten.native_layer_norm_backward(g * self.gains[l].unsqueeze(1), z, [z.shape[-1]], mean, rstd,
-                                                      None, None, [True, False, False])[0]
+        g = torch.ops.aten.native_layer_norm_backward(
+            g * self.gains[l].unsqueeze(1), z, [z.shape[-1]], mean, rstd, None, None,
+            [True, False, False])[0]
         return g, d_gain, d_shift
 
     def _relu_backward(self, g, h, keeps, l):
@@ -306,13 +381,14 @@ class Lockstep:
             g = g * keeps[l] / (1.0 - self.dropout)
         return _threshold_backward(g, h, 0)
 
-    def _update(self, grads) -> None:
-        """SGD (momentum, weight decay) or Adam, as ``torch.optim`` does it, with per-run hyperparameters.
+    def _update(self, grads: list) -> None:
+        """SGD (momentum) or Adam, as ``torch.optim`` does it, with per-run hyperparameters.
 
-        The gradients are gathered into one flat buffer, updated there in a few operations, and added back."""
-        torch._foreach_copy_(self._grad_views, list(grads))
-        if self.any_weight_decay:
-            torch._foreach_addcmul_(self._grad_views, self.params, self._wd)    # grad + weight_decay * w
+        The gradients (plus the methods' terms) are gathered into one flat buffer,
+        updated there in a few operations, and added to the parameters."""
+        torch._foreach_copy_(self._grad_views, grads)
+        for i in range(len(self.params)) if self._with_gradient else ():
+            self._gradient_terms(i, self._grad_views[i])
         grad = self._flat_grad
         if self.optimizer == "adam":
             self.adam_step += 1
@@ -323,198 +399,106 @@ class Lockstep:
             m.lerp_(grad, 1 - beta1)
             v.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
             denom = (v.sqrt() / c2).add_(1e-8)
-            torch.div(m, denom, out=grad).mul_(self._flat_lr / -c1)     # the step, into the gradient's buffer
+            torch.div(m, denom, out=grad).mul_(self._flat_lr / -c1)   # the step, in grad's buffer
             torch._foreach_add_(self.params, self._grad_views)
             return
         step = self._grad_views
         if self.any_momentum:
             self._flat_state["momentum_buffer"].mul_(self._flat_momentum).add_(grad)
             step = self.state["momentum_buffer"]
-        torch._foreach_addcmul_(self.params, step, self._neg_lr)                # w - step_size * step
-
-    # ------------------------------------------------------------------ shrink-and-perturb, continual backprop
-    @torch.no_grad()
-    def _perturb(self) -> None:
-        noisy = [r for r, run in enumerate(self.runs) if run.noise_std > 0]
-        for r in noisy:
-            self._noise[r].normal_(generator=self.generators[r])      # one draw for all the run's parameters
-        if len(noisy) == self.R:
-            torch._foreach_add_(self.params, torch._foreach_mul(self._noise_views, self._noise_std))
-        else:                                                          # only the runs that have noise
-            for r in noisy:
-                noise = torch._foreach_mul([n[r] for n in self._noise_views], self.runs[r].noise_std)
-                torch._foreach_add_([p[r] for p in self.params], noise)
-
-    def _replacement_counts(self) -> np.ndarray:
-        """How many units each run replaces in each layer now (decided on the host: no device sync).
-
-        A unit is eligible when older than the maturity threshold; a unit replaced at step s' is eligible
-        again after step s' + m, so the eligible count is the width minus what the last m steps replaced.
-        """
-        m = self.maturity_threshold
-        if self.step > m:
-            eligible = np.asarray(self.widths)[None, :] - self._recent_sum
-        else:
-            eligible = np.zeros_like(self._recent_sum)
-        self.accumulated += self.replacement_rate[:, None] * eligible
-        k = np.floor(self.accumulated).astype(np.int64)
-        self.accumulated -= k
-        if m > 0:
-            if len(self._recent) == m:
-                self._recent_sum -= self._recent.popleft()
-            self._recent.append(k)
-            self._recent_sum += k
-        return k
-
-    def _abs_sum(self, outgoing: torch.Tensor) -> torch.Tensor:
-        """Sum of |outgoing weights| of every unit (``[R, outputs, units, positions]`` -> ``[R, units]``). On a GPU one
-        reduction kernel, without the temporary |w| (the sum reads every weight once more per step); on the CPU
-        abs-then-sum is the faster of the two."""
-        if outgoing.is_cuda:
-            return torch.linalg.vector_norm(outgoing, ord=1, dim=(1, 3))
-        return outgoing.abs().sum(dim=(1, 3))
-
-    def _outgoing(self, tensor: torch.Tensor, n: int) -> torch.Tensor:
-        return tensor.view(tensor.shape[0], tensor.shape[1], n, -1)
-
-    @torch.no_grad()
-    def _continual_backprop(self, hidden) -> None:
-        k = self._replacement_counts()
-        d = self.decay_rate
-        for l, h in enumerate(hidden):
-            n = self.widths[l]
-            dims = [1] + list(range(3, h.dim()))          # batch (and space): [R, B, n, ...]
-            outgoing = self._outgoing(self.weights[l + 1], n)
-            if self.utility_type == "contribution":
-                # activations are ReLU outputs, so |h| = h; one example: no mean to take
-                activity = h[:, 0] if h.dim() == 3 and h.shape[1] == 1 else h.mean(dim=dims)
-                contribution = activity * self._abs_sum(outgoing)
-            else:
-                outgoing = outgoing.abs()
-                age = self.step - self.birth[l]
-                self.mean_activation[l].mul_(d).add_(h.mean(dim=dims), alpha=1 - d)
-                mean = self.mean_activation[l] / (1 - d ** age)
-                deviation = (h - mean.view(self.R, 1, n, *[1] * (h.dim() - 3))).abs().mean(dim=dims)
-                incoming = self.weights[l].abs().view(self.R, n, -1).mean(dim=2)
-                contribution = deviation * outgoing.mean(dim=(1, 3)) / incoming
-            self.utility[l].mul_(d).add_(contribution, alpha=1 - d)
-            if k[:, l].any():
-                self._reinitialise(l, k[:, l])
-
-    def _reinitialise(self, l: int, k: np.ndarray) -> None:
-        runs = np.flatnonzero(k)
-        counts = k[runs]
-        age = self.step - self.birth[l][runs]
-        utility = self.utility[l][runs] / (1 - self.decay_rate ** age)
-        order = lowest_utility(utility, age > self.maturity_threshold, int(counts.max()))
-        which = torch.as_tensor(np.repeat(np.arange(len(runs)), counts), device=self.device)
-        position = torch.as_tensor(np.concatenate([np.arange(c) for c in counts]), device=self.device)
-        units = order[which, position]
-        run_index = torch.as_tensor(np.repeat(runs, counts), device=self.device)
-        w_in, b_in, w_out = self.weights[l], self.biases[l], self.weights[l + 1]
-        bound = self.bounds[l]
-        fresh = torch.cat([torch.empty((c, *w_in.shape[2:]), device=self.device, dtype=self.dtype)
-                           .uniform_(-bound, bound, generator=self.generators[r]) for r, c in zip(runs, counts)])
-        n = self.widths[l]
-        w_in[run_index, units] = fresh
-        b_in[run_index, units] = 0.0
-        self._outgoing(w_out, n)[run_index, :, units] = 0.0
-        rows = [self._w[l], self._b[l]]
-        if self.layer_norm:
-            self.gains[l][run_index, units] = 1.0
-            self.shifts[l][run_index, units] = 0.0
-            rows += [self._g[l], self._s[l]]
-        for buffers in self.state.values():
-            for i in rows:
-                buffers[i][run_index, units] = 0.0
-            self._outgoing(buffers[self._w[l + 1]], n)[run_index, :, units] = 0.0
-        self.utility[l][run_index, units] = 0.0
-        self.mean_activation[l][run_index, units] = 0.0
-        self.birth[l][run_index, units] = self.step
-        self.replacements[runs, l] += counts
+        torch._foreach_addcmul_(self.params, step, self._neg_lr)        # w - step_size * step
 
     # ------------------------------------------------------------------ what the experiments call
     @torch.no_grad()
     def train_online(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """Learn from ``x[:, i]`` (``[R, n, ...]``) one example at a time; returns, per run, how many
-        predictions made before each update were right (a device tensor: nothing is read back per step)."""
+        """Learn from ``x[:, i]`` (``[R, n, ...]``) one example at a time; returns, per run,
+        how many predictions made before each update were right (a device tensor:
+        nothing is read back per step)."""
+        x, y = self._in(x), self._in(y)
         n = x.shape[1]
         predictions = torch.empty(self.R, n, dtype=torch.long, device=self.device)
         for i in range(n):
-            out = self.learn(x[:, i:i + 1], y[:, i:i + 1])
+            out = self._learn(x[:, i:i + 1], y[:, i:i + 1])
             torch.argmax(out[:, 0], dim=-1, out=predictions[:, i])
-        return (predictions == y).sum(dim=1)
+        return self._out((predictions == y).sum(dim=1))
 
     def train_batch(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """One mini-batch update of every run; returns the number of correct predictions made before it."""
+        """One mini-batch update of every run; the number of correct predictions made
+        before it."""
         out = self.learn(x, y)
         return (out.argmax(dim=-1) == y).sum(dim=1)
 
     @torch.no_grad()
     def evaluate(self, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
-        """Number of correct predictions of each run on ``x`` (``[R, N, ...]``), without dropout."""
+        """Correct predictions of each run on ``x`` (``[R, N, ...]``), without dropout."""
+        x, y = self._in(x), self._in(y)
         correct = torch.zeros(self.R, dtype=torch.long, device=self.device)
         for i in range(0, x.shape[1], batch_size):
             out = self.forward(x[:, i:i + batch_size])[0]
             correct += (out.argmax(dim=-1) == y[:, i:i + batch_size]).sum(dim=1)
-        return correct
+        return self._out(correct)
 
     @torch.no_grad()
     def metrics(self, probe: torch.Tensor) -> list[PlasticityMetrics]:
-        """Dead units, weight magnitude and effective rank of each run on its probe batch (``[R, N, ...]``)."""
-        hidden = self.forward(probe)[1]
-        return [metrics_from_activations([h[r] for h in hidden], [w[r] for w in self.weights])
-                for r in range(self.R)]
+        """Dead units, weight magnitude and effective rank of each run on its probe batch."""
+        hidden = self.forward(self._in(probe))[1]
+        found = [metrics_from_activations([h[i] for h in hidden], [w[i] for w in self.weights])
+                 for i in range(self.R)]
+        return [found[int(self._position[r])] for r in range(self.R)]
 
     @torch.no_grad()
     def reset_head(self) -> None:
-        """Zero the output layer and its optimiser state (Continual ImageNet does this at every new task)."""
+        """Zero the output layer and its optimiser state (Continual ImageNet's new task)."""
         for i in (len(self.params) - 2, len(self.params) - 1):
             self.params[i].zero_()
             for buffers in self.state.values():
                 buffers[i].zero_()
 
-    # ------------------------------------------------------------------ checkpoints, one run at a time
+    # ------------------------------------------------------------------ checkpoints, run by run
     def run_state(self, r: int) -> dict:
         """Everything run ``r`` needs to continue exactly where it is."""
+        i = int(self._position[r])
+        method, j = self.method_of(r)
         return {
-            "params": [p[r].detach().clone().cpu() for p in self.params],
-            "optimizer": {name: [b[r].clone().cpu() for b in buffers] for name, buffers in self.state.items()},
+            "params": [p[i].detach().clone().cpu() for p in self.params],
+            "optimizer": {name: [b[i].clone().cpu() for b in buffers]
+                          for name, buffers in self.state.items()},
             "adam_step": self.adam_step,
-            "generator": self.generators[r].get_state(),
+            "generator": self.generators[i].get_state(),
             "step": self.step,
-            "utility": [u[r].clone().cpu() for u in self.utility],
-            "mean_activation": [a[r].clone().cpu() for a in self.mean_activation],
-            "age": [(self.step - b[r]).cpu() for b in self.birth],
-            "accumulated": self.accumulated[r].copy(),
-            "recent": np.array([k[r] for k in self._recent], dtype=np.int64).reshape(-1, len(self.widths)),
-            "replacements": self.replacements[r].copy(),
+            "method": method.name,
+            "method_state": method.run_state(j),
         }
 
     @torch.no_grad()
     def load_run_state(self, r: int, state: dict) -> None:
-        """Restore run ``r`` from :meth:`run_state` (all runs of an engine must be at the same step)."""
-        if (self.step > 0 or any(b.abs().sum() for b in self.birth)) and state["step"] != self.step:
+        """Restore run ``r`` from :meth:`run_state` (all runs must be at the same step)."""
+        i = int(self._position[r])
+        method, j = self.method_of(r)
+        if self.step > 0 and state["step"] != self.step:
             raise ValueError("runs trained in lockstep must all be at the same step")
         if state["optimizer"].keys() != self.state.keys():
             raise ValueError("checkpoint was made with another optimiser")
+        if state.get("method") != method.name:
+            raise ValueError(f"checkpoint of run {r} was made with method "
+                             f"{state.get('method')!r}, not {method.name!r}")
         for p, saved in zip(self.params, state["params"]):
-            p[r].copy_(saved)
+            p[i].copy_(saved)
         for name, buffers in self.state.items():
             for b, saved in zip(buffers, state["optimizer"][name]):
-                b[r].copy_(saved)
+                b[i].copy_(saved)
         self.adam_step = state["adam_step"]
-        self.generators[r].set_state(state["generator"])
-        self.step = state["step"]
-        for l in range(len(self.widths)):
-            self.utility[l][r].copy_(state["utility"][l])
-            self.mean_activation[l][r].copy_(state["mean_activation"][l])
-            self.birth[l][r].copy_(self.step - state["age"][l].to(self.device))
-        self.accumulated[r] = state["accumulated"]
-        recent = state["recent"]
-        if len(self._recent) != len(recent):
-            self._recent = deque(np.zeros((self.R, len(self.widths)), dtype=np.int64) for _ in range(len(recent)))
-        for k, saved in zip(self._recent, recent):
-            k[r] = saved
-        self._recent_sum = sum(self._recent, np.zeros((self.R, len(self.widths)), dtype=np.int64))
-        self.replacements[r] = state["replacements"]
+        self.generators[i].set_state(state["generator"])
+        self.nets.step = state["step"]
+        method.load_run_state(j, state["method_state"])
+
+    # ------------------------------------------------------------------ views for the tests
+    @property
+    def replacements(self) -> np.ndarray:
+        """Units replaced so far per run and hidden layer (zero for methods that replace none)."""
+        found = np.zeros((self.R, len(self.widths)), dtype=np.int64)
+        for r in range(self.R):
+            method, j = self.method_of(r)
+            if hasattr(method, "replacements"):
+                found[r] = method.replacements[j]
+        return found

@@ -1,30 +1,38 @@
-"""Results of runs: what one run produced, saving and loading them atomically, and summaries over runs."""
+"""Results of runs: what one run produced, saved and read back, and summaries over runs.
+
+A finished (or partial) run is one JSON file, ``result.json``, written atomically:
+its config, the data it was trained on, its per-task numbers and a record of how
+it was made (library versions, device, wall time). A file that was cut short or
+edited by hand is reported by name, with what to do.
+"""
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
-import os
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import torch
 
-__all__ = ["RunResult", "save_result", "load_result", "load_results", "group_by_label", "mean_and_stderr",
-           "bin_tasks", "run_key", "numbers_config", "atomic_write"]
+from .configs import config_from_dict, key_settings
+from .io import write_text
+
+__all__ = ["RunResult", "save_result", "load_result", "load_results", "group_by_label",
+           "mean_and_stderr", "bin_tasks", "first_and_last", "FORMAT"]
+
+FORMAT = "lopbook-result/2"
 
 
 @dataclass
 class RunResult:
     """What one run produced.
 
-    ``accuracy[t]`` is the run's accuracy on task ``t``: online accuracy (Permuted MNIST: predictions made before
-    learning from each example) or test accuracy after the task (Continual ImageNet). ``metrics`` holds the
-    plasticity metrics measured at the start of the tasks listed in ``metrics["task"]``. ``meta`` records the
-    dataset actually used (and its warning, when it is a fallback), library versions, device, wall time and
-    the backend.
+    ``accuracy[t]`` is the run's accuracy on task ``t``: online accuracy (Permuted
+    MNIST: predictions made before learning from each example) or test accuracy after
+    the task (Continual ImageNet). ``metrics`` holds the plasticity metrics measured at
+    the start of the tasks listed in ``metrics["task"]``. ``meta`` records the data
+    set actually used (its name, identity and warning, when it is a fallback), the
+    library versions, device, wall time and backend.
     """
 
     config: object
@@ -48,83 +56,78 @@ class RunResult:
     def __repr__(self) -> str:
         acc = self.accuracy
         summary = f"{acc[0]:.3f} -> {acc[-1]:.3f}" if len(acc) else "no tasks yet"
-        return (f"RunResult({self.label!r}, seed={self.config.seed}, tasks {self.tasks_done}/{self.config.tasks}, "
-                f"accuracy {summary}, data={self.meta.get('dataset')!r})")
+        return (f"RunResult({self.label!r}, seed={self.config.seed}, tasks "
+                f"{self.tasks_done}/{self.config.tasks}, accuracy {summary}, "
+                f"data={self.meta.get('dataset')!r})")
 
 
-def run_key(config) -> str:
-    """A directory name for a run: readable, and unique to every setting that changes the numbers (so runs with
-    the same settings but different labels share it)."""
-    digest = hashlib.sha1(json.dumps(numbers_config(config), sort_keys=True, default=str).encode()).hexdigest()[:10]
-    slug = re.sub(r"[^a-z0-9]+", "-", config.algorithm.lower()).strip("-")
-    return f"{type(config).__name__.lower()}-{slug}-seed{config.seed}-{digest}"
+def _plain(value):
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, (np.integer, np.floating)):
+        return value.item()
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
 
 
-def numbers_config(config) -> dict:
-    """The settings of a config that change its numbers (all but the label)."""
-    return {k: v for k, v in dataclasses.asdict(config).items() if k != "label"}
-
-
-def atomic_write(path: Path, write) -> None:
-    """Call ``write(tmp_path)`` and move the file into place, so that ``path`` is never half-written."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
-def _arrays(result: RunResult) -> dict[str, np.ndarray]:
-    arrays = {"accuracy": np.asarray(result.accuracy), "train_accuracy": np.asarray(result.train_accuracy)}
-    arrays.update({f"metrics/{k}": np.asarray(v) for k, v in result.metrics.items()})
-    return arrays
+def result_record(result: RunResult) -> dict:
+    """The JSON-ready record of a result."""
+    return {
+        "format": FORMAT,
+        "experiment": type(result.config).__name__,
+        "config": _plain(dataclasses.asdict(result.config)),
+        "key_settings": key_settings(result.config),
+        "tasks_done": result.tasks_done,
+        "complete": result.complete,
+        "accuracy": _plain(np.asarray(result.accuracy, dtype=float)),
+        "train_accuracy": _plain(np.asarray(result.train_accuracy, dtype=float)),
+        "metrics": {k: _plain(np.asarray(v)) for k, v in result.metrics.items()},
+        "meta": _plain(result.meta),
+    }
 
 
 def save_result(result: RunResult, directory: Path) -> None:
-    """Write ``arrays.npz`` then ``result.json`` (config, seed, meta) into ``directory``, each atomically."""
-    directory = Path(directory)
-    arrays = _arrays(result)
-
-    def write_npz(tmp):
-        with open(tmp, "wb") as f:
-            np.savez(f, **arrays)
-
-    atomic_write(directory / "arrays.npz", write_npz)
-    record = {"experiment": type(result.config).__name__, "config": dataclasses.asdict(result.config),
-              "tasks_done": result.tasks_done, "complete": result.complete, "meta": result.meta}
-    atomic_write(directory / "result.json",
-                 lambda tmp: tmp.write_text(json.dumps(record, indent=2, default=_jsonable)))
+    """Write ``directory/result.json`` atomically."""
+    text = json.dumps(result_record(result), indent=1, allow_nan=True, default=str)
+    write_text(Path(directory) / "result.json", text)
 
 
-def _jsonable(value):
-    if isinstance(value, (np.integer, np.floating)):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, torch.Tensor):
-        return value.tolist()
-    return str(value)
+def result_from_record(record: dict, origin: str = "a result record") -> RunResult:
+    """Rebuild a :class:`RunResult` from :func:`result_record`'s output."""
+    try:
+        if record.get("format") != FORMAT:
+            raise ValueError(f"format {record.get('format')!r}, expected {FORMAT!r}")
+        config = config_from_dict(record["experiment"], record["config"])
+        accuracy = np.asarray(record["accuracy"], dtype=float)
+        metrics = {k: np.asarray(v, dtype=float) for k, v in record["metrics"].items()}
+        result = RunResult(config, accuracy, np.asarray(record["train_accuracy"], dtype=float),
+                           metrics, dict(record["meta"]))
+        if result.tasks_done != record["tasks_done"] or accuracy.ndim != 1:
+            raise ValueError(f"it says {record['tasks_done']} tasks but holds "
+                             f"{result.tasks_done} accuracies")
+        if metrics and any(len(v) != len(metrics["task"]) for v in metrics.values()):
+            raise ValueError("its metrics have different lengths")
+    except (KeyError, TypeError, ValueError, AttributeError) as err:
+        raise ValueError(f"{origin} is not a valid lopbook result ({err}); if it was edited "
+                         "or cut short, delete it (and its run directory) to compute the run "
+                         "again") from None
+    return result
 
 
 def load_result(directory: Path) -> RunResult:
-    """Read a result written by :func:`save_result`."""
-    from . import experiments
-
-    directory = Path(directory)
-    record = json.loads((directory / "result.json").read_text())
-    kind = getattr(experiments, record["experiment"])
-    config = kind(**{k: tuple(v) if isinstance(v, list) else v for k, v in record["config"].items()})
-    with np.load(directory / "arrays.npz") as npz:
-        arrays = {k: npz[k] for k in npz.files}
-    metrics = {k.split("/", 1)[1]: v for k, v in arrays.items() if k.startswith("metrics/")}
-    result = RunResult(config, arrays["accuracy"], arrays["train_accuracy"], metrics, record["meta"])
-    if result.tasks_done != record["tasks_done"]:
-        raise ValueError(f"{directory}: arrays.npz and result.json disagree; delete the directory to redo the run")
-    return result
+    """Read ``directory/result.json`` (written by :func:`save_result`)."""
+    path = Path(directory) / "result.json"
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path} is not valid JSON ({err}): the file was cut short or "
+                         "edited by hand; delete its directory to compute the run again") from None
+    if not isinstance(record, dict):
+        raise ValueError(f"{path} does not hold a lopbook result; delete its directory")
+    return result_from_record(record, str(path))
 
 
 def load_results(out_dir: Path) -> list[RunResult]:
@@ -133,7 +136,8 @@ def load_results(out_dir: Path) -> list[RunResult]:
 
 
 def group_by_label(results: list[RunResult]) -> dict[str, list[RunResult]]:
-    """Runs grouped by their label (runs of one setting with different seeds), in first-seen order."""
+    """Runs grouped by their label (runs of one setting with different seeds), in
+    first-seen order."""
     groups: dict[str, list[RunResult]] = {}
     for r in results:
         groups.setdefault(r.label, []).append(r)
@@ -141,7 +145,8 @@ def group_by_label(results: list[RunResult]) -> dict[str, list[RunResult]]:
 
 
 def mean_and_stderr(arrays) -> tuple[np.ndarray, np.ndarray]:
-    """Mean over runs (axis 0) and its standard error (sample std / sqrt(runs); zero for a single run)."""
+    """Mean over runs (axis 0) and its standard error (sample std / sqrt(runs); zero
+    for a single run)."""
     stack = np.asarray(arrays, dtype=float)
     mean = stack.mean(axis=0)
     if stack.shape[0] < 2:
@@ -150,7 +155,8 @@ def mean_and_stderr(arrays) -> tuple[np.ndarray, np.ndarray]:
 
 
 def bin_tasks(values: np.ndarray, size: int) -> np.ndarray:
-    """Average consecutive tasks in bins of ``size`` along the last axis (a last, partial bin is dropped)."""
+    """Average consecutive tasks in bins of ``size`` along the last axis (a last,
+    partial bin is dropped)."""
     values = np.asarray(values, dtype=float)
     if size <= 1:
         return values
@@ -158,3 +164,12 @@ def bin_tasks(values: np.ndarray, size: int) -> np.ndarray:
     if n == 0:
         raise ValueError(f"cannot bin {values.shape[-1]} tasks into bins of {size}")
     return values[..., : n * size].reshape(*values.shape[:-1], n, size).mean(axis=-1)
+
+
+def first_and_last(results: list[RunResult], k: int | None = None) -> tuple[float, float]:
+    """Mean accuracy over the first and over the last ``k`` tasks of ``results`` (all
+    runs of one setting; ``k`` None: a tenth of the tasks, at least one)."""
+    n = min(r.tasks_done for r in results)
+    acc = np.stack([r.accuracy[:n] for r in results])
+    k = max(1, n // 10) if k is None else max(1, min(k, n))
+    return float(acc[:, :k].mean()), float(acc[:, -k:].mean())

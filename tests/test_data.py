@@ -21,6 +21,7 @@ import pytest
 import torch
 
 from lopbook import data
+from lopbook.data import locations
 from lopbook.data import (
     BinaryTaskStream,
     CIFAR100Classes,
@@ -75,6 +76,7 @@ def isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """No user data directories, and an empty private download cache."""
     monkeypatch.delenv("LOPBOOK_DATA", raising=False)
     monkeypatch.delenv("LOPBOOK_IMAGENET", raising=False)
+    monkeypatch.delenv("LOPBOOK_TINYIMAGENET", raising=False)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
 
 
@@ -246,10 +248,10 @@ def test_download_fails_fast_when_offline(monkeypatch: pytest.MonkeyPatch, tmp_p
     # the connectivity probe has a hard deadline even if DNS or connect hangs
     monkeypatch.setattr(socket, "create_connection", hang)
     start = time.perf_counter()
-    assert not data._reachable(["https://example.org/x"], timeout=0.2)
+    assert not locations.reachable(["https://example.org/x"], timeout=0.2)
     assert time.perf_counter() - start < 2.0
     # and load_mnist(download=True) turns an unreachable server into MNISTUnavailable
-    monkeypatch.setattr(data, "_reachable", lambda urls, timeout=0.0: False)
+    monkeypatch.setattr(locations, "reachable", lambda urls, timeout=0.0: False)
     with pytest.raises(MNISTUnavailable, match="unreachable|no download server"):
         load_mnist(tmp_path, split="train", download=True)
     with pytest.warns(DataWarning, match="download servers are unreachable"):
@@ -475,7 +477,11 @@ def write_official_batches(src: Path, n_classes: int = 3, per_class: int = 10) -
 def test_prepare_imagenet32_converts_official_batches(tmp_path: Path) -> None:
     expected = write_official_batches(tmp_path / "src")
     prepare_imagenet32(tmp_path / "src", tmp_path / "out", images_per_class=7)
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["0.npy", "1.npy", "2.npy"]
+    names = sorted(p.name for p in (tmp_path / "out").iterdir())
+    assert names == ["0.npy", "1.npy", "2.npy", "lopbook.json"]
+    source = ImageNet32(tmp_path / "out")  # the split is declared: 7 = 6 + 1 (7 // 7 test)
+    assert (source.train_per_class, source.test_per_class) == (6, 1)
+    assert source.name == "ImageNet 32x32 (3 classes, 6 + 1 per class)"
     for c in range(3):
         array = np.load(tmp_path / "out" / f"{c}.npy")
         assert array.shape == (7, 32, 32, 3) and array.dtype == np.uint8

@@ -1,0 +1,192 @@
+"""What the book's chapters share: setup, parameters, showing code, captions and tables.
+
+* :func:`setup` — device, threads and figure style, in the first code cell;
+* :func:`parameters` — the chapter's settings at its scale, from :mod:`lopbook.presets`,
+  with every papermill parameter checked (unknown names and wrong types are errors);
+* :func:`show` — the source of a package function or class, rendered the same way in
+  the HTML book, in Jupyter and in Colab (it is the code that trained the figures);
+* :func:`data_note`, :func:`caption` and :func:`table` — honest captions and tables.
+"""
+from __future__ import annotations
+
+import ast
+import html
+import inspect
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import presets
+from .results import RunResult, group_by_label
+from .runtime import get_device
+
+__all__ = ["setup", "parameters", "show", "Source", "data_note", "caption", "table",
+           "scale_name"]
+
+#: colours of the methods, the same in every figure of the book
+COLORS = {"Backprop": "C0", "L2": "C2", "Shrink and Perturb": "C1", "Dropout": "C4",
+          "Layer norm": "C8", "Adam": "C9", "Continual backprop": "C3", "L2 Init": "C5",
+          "ReDo": "C6"}
+
+
+def setup(threads: int | None = 1) -> torch.device:
+    """The device to train on, with one CPU thread (one-example steps are too small to
+    share between cores) and the book's figure style."""
+    import matplotlib as mpl
+
+    device = get_device()
+    if threads is not None and device.type == "cpu":
+        torch.set_num_threads(threads)
+    # Adam's moments of unused weights decay into denormal floats, which a CPU handles
+    # very slowly; flushing them to zero changes nothing visible.
+    torch.set_flush_denormal(True)
+    mpl.rcParams.update({"figure.dpi": 110, "font.size": 10, "axes.titlesize": 10.5,
+                         "axes.labelsize": 10, "legend.fontsize": 9, "xtick.labelsize": 9,
+                         "ytick.labelsize": 9, "axes.grid": True, "grid.alpha": 0.3})
+    print("device:", device)
+    return device
+
+
+# ------------------------------------------------------------------------- parameters
+def _papermill_names(namespace: dict) -> set[str]:
+    """Names assigned by papermill's injected cell (it starts with "# Parameters")."""
+    names = set()
+    for source in namespace.get("In", []) or []:
+        if not source.lstrip().startswith("# Parameters"):
+            continue
+        try:
+            tree = ast.parse(source)
+        except SyntaxError:
+            continue
+        for node in tree.body:
+            if isinstance(node, ast.Assign):
+                names |= {t.id for t in node.targets if isinstance(t, ast.Name)}
+    return names
+
+
+def parameters(chapter: str, namespace: dict):
+    """The settings of ``chapter`` (its ``parameters`` cell's values in ``namespace``,
+    usually ``globals()``), at its scale; unknown papermill parameters and values of the
+    wrong type are errors that name the parameter."""
+    knobs = presets.CHAPTERS[chapter]
+    unknown = sorted(_papermill_names(namespace) - set(knobs) - {"scale"})
+    if unknown:
+        raise ValueError(f"unknown parameter {', '.join(unknown)} for {chapter}; its parameters "
+                         f"are scale, {', '.join(knobs)}")
+    scale = namespace.get("scale", "quick")
+    if not isinstance(scale, str):
+        raise TypeError(f"parameter scale must be a string ({', '.join(presets.SCALES)})")
+    return presets.resolve(chapter, scale, {k: namespace.get(k) for k in knobs})
+
+
+def scale_name(P) -> str:
+    return f"{P.scale.capitalize()} scale"
+
+
+# ------------------------------------------------------------------------- showing code
+class Source:
+    """Python source that renders as highlighted code in HTML (the book, Jupyter,
+    Colab) and as plain text elsewhere."""
+
+    def __init__(self, code: str, title: str = ""):
+        self.code, self.title = code, title
+
+    def __repr__(self) -> str:
+        return (f"# {self.title}\n" if self.title else "") + self.code
+
+    def _repr_markdown_(self) -> str:
+        return (f"*{self.title}*\n\n" if self.title else "") + f"```python\n{self.code}\n```"
+
+    def _repr_html_(self) -> str:
+        try:
+            from pygments import highlight
+            from pygments.formatters import HtmlFormatter
+            from pygments.lexers import PythonLexer
+
+            body = highlight(self.code, PythonLexer(),
+                             HtmlFormatter(noclasses=True, nobackground=True, style="friendly"))
+        except ImportError:                                  # pragma: no cover
+            body = f"<pre>{html.escape(self.code)}</pre>"
+        title = (f"<div style='font-size: 0.8em; color: #666; margin-bottom: 2px'>"
+                 f"{html.escape(self.title)}</div>") if self.title else ""
+        return (f"<div class='lopbook-source' style='border-left: 3px solid #88a; "
+                f"padding: 2px 0 2px 10px; overflow-x: auto'>{title}{body}</div>")
+
+
+def show(*objects) -> Source:
+    """The source code of package objects (functions, methods, classes), as one block:
+    what the reader sees is the code that runs."""
+    parts, files = [], []
+    for obj in objects:
+        parts.append(textwrap.dedent(inspect.getsource(obj)).rstrip())
+        path = Path(inspect.getsourcefile(obj))
+        package = Path(__file__).resolve().parent
+        try:
+            name = str(path.resolve().relative_to(package.parent))
+        except ValueError:
+            name = path.name
+        if name not in files:
+            files.append(name)
+    return Source("\n\n\n".join(parts), "from " + ", ".join(files))
+
+
+# ------------------------------------------------------------------------- captions and tables
+def data_note(results: list[RunResult]) -> str:
+    """Which data every run in ``results`` was trained on (several data sets: each named
+    with its runs), and the fallback warning if any."""
+    datasets: dict[str, list[RunResult]] = {}
+    for r in results:
+        datasets.setdefault(r.meta.get("dataset", "unknown data"), []).append(r)
+    if len(datasets) == 1:
+        note = f"data: {next(iter(datasets))}"
+    else:
+        note = "data: " + "; ".join(f"{name} ({len(rs)} runs: "
+                                    f"{', '.join(sorted({r.label for r in rs}))})"
+                                    for name, rs in datasets.items())
+    warnings = sorted({r.meta["dataset_warning"] for r in results if r.meta.get("dataset_warning")})
+    if warnings:
+        note += ". **" + " ".join(warnings) + "**"
+    return note
+
+
+def runs_note(results: list[RunResult]) -> str:
+    """How many runs each setting has ("2 runs of each", or per label)."""
+    counts = {label: len(group) for label, group in group_by_label(results).items()}
+    if len(set(counts.values())) == 1:
+        n = next(iter(counts.values()))
+        return f"{n} run{'s' * (n > 1)} of each setting" if len(counts) > 1 else \
+            f"{n} run{'s' * (n > 1)}"
+    return ", ".join(f"{n} run{'s' * (n > 1)} of {label}" for label, n in counts.items())
+
+
+def caption(P, results: list[RunResult], setting: str, paper: str = ""):
+    """A figure caption: scale, setting, runs, data, and the paper's setting."""
+    from IPython.display import Markdown
+
+    text = (f"*{scale_name(P)}: {setting}; {runs_note(results)} (mean ± standard error); "
+            f"{data_note(results)}.")
+    if paper:
+        text += f" The paper: {paper}."
+    return Markdown(text + "*")
+
+
+def table(header: list[str], rows: list[list]):
+    """A small HTML table (numbers formatted by the caller)."""
+    from IPython.display import HTML
+
+    cell = "<{0} style='padding: 2px 10px; text-align: left'>{1}</{0}>"
+    lines = ["<tr>" + "".join(cell.format("th", html.escape(str(h))) for h in header) + "</tr>"]
+    for row in rows:
+        lines.append("<tr>" + "".join(cell.format("td", c) for c in row) + "</tr>")
+    return HTML("<table>" + "".join(lines) + "</table>")
+
+
+def last_metric(result: RunResult, key: str, layer: int | str = -1) -> float:
+    """A metric at its last measurement (per-layer metrics: ``layer``, or "mean")."""
+    values = np.asarray(result.metrics[key], dtype=float)
+    values = values[-1]
+    if values.ndim:
+        return float(values.mean() if layer == "mean" else values[layer])
+    return float(values)

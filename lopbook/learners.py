@@ -12,6 +12,7 @@ earlier versions of this package.
 """
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -77,9 +78,12 @@ class Learner:
             return [one(t) for t in state.values()
                     if isinstance(t, torch.Tensor) and t.shape == params[i].shape]
 
+        running = [n for n in norms if getattr(n, "running_mean", None) is not None]
         return Networks([one(m.weight) for m in layers], [one(m.bias) for m in layers],
                         [one(m.weight) for m in norms], [one(m.bias) for m in norms],
-                        [self.generator], self.net.init_bounds()[0], buffers)
+                        [self.generator], self.net.init_bounds()[0], buffers,
+                        running=([one(n.running_mean) for n in running],
+                                 [one(n.running_var) for n in running]))
 
     def learn(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """One update on the batch ``(x, y)``; returns the loss and the outputs computed
@@ -190,3 +194,12 @@ class ContinualBackprop(Learner):
     @property
     def mean_activation(self) -> list[torch.Tensor]:
         return [a[0] for a in self.method.mean_activation]
+
+    def bias_corrected_utility(self, l: int) -> torch.Tensor:
+        return self.method.bias_corrected_utility(l)[0]
+
+    @torch.no_grad()
+    def reinitialise(self, l: int, units: torch.Tensor) -> None:
+        """Replace hidden ``units`` of layer ``l`` with fresh ones (zero outgoing weights)."""
+        units = torch.as_tensor(units, device=self.nets.device)
+        self.method.replace(l, np.array([0]), np.array([len(units)]), units)

@@ -72,10 +72,12 @@ PM_CBP = {
 COMMON = {
     "data_dir": Knob((str, type(None)), "the data's directory (None: the environment "
                      "variable, else download, else the fallback)", None, None, None),
-    "out_dir": Knob(str, "finished runs are saved here and loaded instead of recomputed",
-                    "results/permuted_mnist", "results/permuted_mnist",
-                    "results/permuted_mnist"),
+    "out_dir": Knob((str, type(None)), "runs are saved here and loaded instead of recomputed "
+                    "(None: results/<experiment>, under $LOPBOOK_RESULTS if set)",
+                    None, None, None),
 }
+#: where each chapter's runs are saved by default (under $LOPBOOK_RESULTS, else results/)
+TOPICS = {"02_continual_imagenet": "continual_imagenet"}
 
 CHAPTERS: dict[str, dict[str, Knob]] = {
     "01_what_is_plasticity": {
@@ -130,8 +132,7 @@ CHAPTERS: dict[str, dict[str, Knob]] = {
         "bin_size": Knob(int, "tasks averaged into one point of the long-run plot", 1, 5, 50),
         "data": Knob(str, "'imagenet', 'tinyimagenet', 'cifar100', 'digits' or 'auto'",
                      "digits", "digits", "imagenet"),
-        "data_dir": COMMON["data_dir"],
-        "out_dir": Knob(str, COMMON["out_dir"].help, *["results/continual_imagenet"] * 3),
+        **COMMON,
     },
 }
 
@@ -191,6 +192,9 @@ def resolve(chapter: str, scale: str, given: dict | None = None) -> types.Simple
         values[name] = knob.at(scale) if value is None else check_value(name, value, knob.type)
     if set(PM) <= set(knobs):
         values.update({k: v[scale] for k, v in PM_METRICS.items()})
+    if values.get("out_dir") is None:
+        root = os.environ.get("LOPBOOK_RESULTS") or "results"
+        values["out_dir"] = os.path.join(root, TOPICS.get(chapter, "permuted_mnist"))
     return types.SimpleNamespace(scale=scale, **values)
 
 

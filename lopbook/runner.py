@@ -35,7 +35,7 @@ from .metrics import PlasticityMetrics, plasticity_metrics
 from .results import RunResult, load_result, save_result
 from .runtime import environment, get_device
 
-__all__ = ["RunOptions", "run", "Data"]
+__all__ = ["RunOptions", "run", "Data", "run_directory"]
 
 
 @dataclass
@@ -211,14 +211,15 @@ class Run:
                 return result
         if checkpoint.exists():
             try:
-                saved = torch.load(checkpoint, map_location="cpu", weights_only=False)
+                saved = torch.load(checkpoint, map_location="cpu", weights_only=True)
                 config = saved["config"]
             except Exception as err:                 # noqa: BLE001 - any unreadable file
                 raise ValueError(f"{checkpoint} cannot be read ({type(err).__name__}: {err}); "
                                  "delete it to restart the run from its last result") from None
             self._same(config, checkpoint)
             self.accuracy, self.train_accuracy = saved["accuracy"], saved["train_accuracy"]
-            self.metrics, self.wall_time = saved["metrics"], saved["wall_time"]
+            self.metrics = [(t, PlasticityMetrics(**m)) for t, m in saved["metrics"]]
+            self.wall_time = saved["wall_time"]
             self.state, self.position = saved["state"], saved["position"]
             self.meta["resumed_from"] = {"task": self.task, "position": _describe(self.position)}
             if self.task >= self.config.tasks:       # cut during the final save: finish it
@@ -244,7 +245,8 @@ class Run:
         result = self.result()
         if not result.complete:
             payload = {"config": dataclasses.asdict(self.config), "accuracy": self.accuracy,
-                       "train_accuracy": self.train_accuracy, "metrics": self.metrics,
+                       "train_accuracy": self.train_accuracy,
+                       "metrics": [(t, m.as_dict()) for t, m in self.metrics],
                        "wall_time": self.wall_time, "state": state, "position": position}
             atomic_write(self.dir / "checkpoint.pt", lambda tmp: torch.save(payload, tmp))
         save_result(result, self.dir)
@@ -423,6 +425,17 @@ def run(configs, options: RunOptions | None = None, **overrides) -> list[RunResu
             for i, result in zip(indices, job_results):
                 results[i] = result
     return [results[i] for i in range(len(configs))]
+
+
+def run_directory(config, out_dir, data_dir=None) -> Path:
+    """Where run ``config`` is saved under ``out_dir`` (its key needs the data's identity,
+    so the data are loaded)."""
+    config.validate()
+    experiment = experiment_of(type(config))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DataWarning)
+        data = experiment.load_data(config, torch.device("cpu"), data_dir)
+    return Path(out_dir) / run_key(config, data.identity)
 
 
 def experiment_of(kind):

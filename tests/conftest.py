@@ -1,9 +1,16 @@
+import os
+import tempfile
+
 import pytest
 import torch
 
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "slow: a longer test (tens of seconds); still runs by default")
+    # Everything the tests run (notebooks included, through nbval) saves its runs in a temporary directory,
+    # never in the book's own results/ folder, so nothing a test writes can be loaded by the book.
+    if not os.environ.get("LOPBOOK_RESULTS"):
+        os.environ["LOPBOOK_RESULTS"] = tempfile.mkdtemp(prefix="lopbook-test-results-")
 
 
 @pytest.fixture(autouse=True)

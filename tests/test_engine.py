@@ -6,6 +6,7 @@ compared with small absolute tolerances, predictions and continual-backprop book
 replaced, when) exactly. Checkpoints of the engine itself (``run_state`` / ``load_run_state``) must continue bit
 for bit.
 """
+import dataclasses
 import io
 import math
 
@@ -13,8 +14,9 @@ import numpy as np
 import pytest
 import torch
 
+from lopbook import methods
 from lopbook.engine import Lockstep, RunSettings
-from lopbook.learners import Backprop, ContinualBackprop, ShrinkAndPerturb
+from lopbook.learners import Learner
 from lopbook.metrics import plasticity_metrics
 from lopbook.nets import MLP, ConvNet, kaiming_bound
 from lopbook.runtime import make_generator
@@ -22,8 +24,27 @@ from lopbook.runtime import make_generator
 IN, OUT, WIDTH, DEPTH = 20, 5, 24, 2
 ATOL = 1e-4                 # float32 rounding of batched vs. one-by-one kernels, after a few hundred steps
 
+#: hyperparameters that make each registered method act visibly within a short test (a method added
+#: to the registry must be added here, with settings that exercise it)
+EXERCISE = {
+    "backprop": {},
+    "l2": dict(weight_decay=1e-3),
+    "shrink_and_perturb": dict(weight_decay=1e-3, noise_std=1e-3),
+    "continual_backprop": dict(replacement_rate=0.03, maturity_threshold=20),
+}
+
 
 # ----------------------------------------------------------------------------------------------- helpers
+def RS(seed, step_size, momentum=0.0, method="backprop", **hp):
+    """Run settings with a method and its hyperparameters."""
+    return RunSettings(seed=seed, step_size=step_size, momentum=momentum, method=method,
+                       hyperparameters=methods.settings(method, **hp))
+
+
+def CBP(seed, step_size, momentum=0.0, **hp):
+    return RS(seed, step_size, momentum, "continual_backprop", **hp)
+
+
 def make_mlp(seed, dropout=0.0, norm=None, width=WIDTH):
     return MLP(IN, width, DEPTH, OUT, dropout=dropout, norm=norm, seed=seed)
 
@@ -32,19 +53,12 @@ def make_conv(seed, dropout=0.0):
     return ConvNet(3, 2, dropout=dropout, seed=seed)
 
 
-def reference_learner(net, run, optimizer="sgd", maturity_threshold=100, decay_rate=0.99,
-                      utility="contribution", cbp=None):
-    """The reference learner doing what ``run`` asks (``cbp``: force a ContinualBackprop learner)."""
-    common = dict(optimizer=optimizer, weight_decay=run.weight_decay, seed=run.seed)
-    if optimizer == "sgd":
-        common["momentum"] = run.momentum
-    if run.noise_std > 0:
-        return ShrinkAndPerturb(net, run.step_size, noise_std=run.noise_std, **common)
-    if run.replacement_rate > 0 or cbp:
-        return ContinualBackprop(net, run.step_size, replacement_rate=run.replacement_rate,
-                                 maturity_threshold=maturity_threshold, decay_rate=decay_rate, utility=utility,
-                                 **common)
-    return Backprop(net, run.step_size, **common)
+def reference_learner(net, run, optimizer="sgd"):
+    """The reference learner (autograd and torch.optim, one network) doing what ``run`` asks."""
+    hp = dataclasses.asdict(run.resolved())
+    momentum = dict(momentum=run.momentum) if optimizer == "sgd" else {}
+    return Learner(net, run.step_size, method=run.method, optimizer=optimizer, seed=run.seed,
+                   **momentum, **hp)
 
 
 def stream(seed, steps, R, batch, conv=False, device="cpu"):
@@ -56,13 +70,12 @@ def stream(seed, steps, R, batch, conv=False, device="cpu"):
         yield torch.rand(shape, generator=g).to(device), torch.randint(0, n_classes, (R, batch), generator=g).to(device)
 
 
-def train_both(make_net, runs, steps, batch=1, conv=False, optimizer="sgd", data_seed=0, atol=ATOL, device="cpu",
-               **cbp):
+def train_both(make_net, runs, steps, batch=1, conv=False, optimizer="sgd", data_seed=0, atol=ATOL, device="cpu"):
     """Train ``runs`` in one Lockstep and one by one with reference learners (both on ``device``); compare every
     step's outputs."""
     R = len(runs)
-    engine = Lockstep([make_net(r) for r in range(R)], runs, optimizer=optimizer, device=torch.device(device), **cbp)
-    refs = [reference_learner(make_net(r).to(device), run, optimizer, **cbp) for r, run in enumerate(runs)]
+    engine = Lockstep([make_net(r) for r in range(R)], runs, optimizer=optimizer, device=torch.device(device))
+    refs = [reference_learner(make_net(r).to(device), run, optimizer) for r, run in enumerate(runs)]
     worst = 0.0
     for x, y in stream(data_seed, steps, R, batch, conv, device):
         out = engine.learn(x, y)
@@ -79,24 +92,37 @@ def train_both(make_net, runs, steps, batch=1, conv=False, optimizer="sgd", data
 def assert_same_params(engine, refs, atol=ATOL):
     for r, learner in enumerate(refs):
         ref_params = list(learner.net.parameters())
-        assert len(ref_params) == len(engine.params)
-        for mine, theirs in zip(engine.params, ref_params):
-            assert mine[r].shape == theirs.shape
-            torch.testing.assert_close(mine[r], theirs.detach(), rtol=0, atol=atol)
+        mine = [p[int(engine._position[r])] for p in engine.params]
+        assert len(ref_params) == len(mine)
+        for a, b in zip(mine, ref_params):
+            assert a.shape == b.shape
+            torch.testing.assert_close(a, b.detach(), rtol=0, atol=atol)
+
+
+def cbp_state(engine, r):
+    """Run ``r``'s continual-backprop state in the engine (None for another method)."""
+    method, j = engine.method_of(r)
+    if method.name != "continual_backprop":
+        return None
+    return dict(birth=[b[j] for b in method.birth], utility=[u[j] for u in method.utility],
+                mean_activation=[m[j] for m in method.mean_activation],
+                replacements=method.replacements[j].tolist(), utility_type=method.hp.utility)
 
 
 def assert_same_cbp_state(engine, refs):
     """Same units replaced at the same steps: equal counts, equal ages, close utilities."""
     for r, learner in enumerate(refs):
-        if not isinstance(learner, ContinualBackprop):
+        mine = cbp_state(engine, r)
+        if mine is None:
             assert engine.replacements[r].sum() == 0
             continue
-        assert engine.replacements[r].tolist() == learner.replacements
+        theirs = learner.method
+        assert mine["replacements"] == theirs.replacements[0].tolist()
         for l in range(len(engine.widths)):
-            assert torch.equal(engine.step - engine.birth[l][r], learner.age[l])
-            torch.testing.assert_close(engine.utility[l][r], learner.utility[l], rtol=1e-4, atol=1e-6)
-            if learner.utility_type == "adaptable":
-                torch.testing.assert_close(engine.mean_activation[l][r], learner.mean_activation[l],
+            assert torch.equal(engine.step - mine["birth"][l], theirs.age(l)[0])
+            torch.testing.assert_close(mine["utility"][l], theirs.utility[l][0], rtol=1e-4, atol=1e-6)
+            if mine["utility_type"] == "adaptable":
+                torch.testing.assert_close(mine["mean_activation"][l], theirs.mean_activation[l][0],
                                            rtol=1e-4, atol=1e-6)
 
 
@@ -119,19 +145,52 @@ def probe_batch(R, n=60, conv=False, seed=99):
     return torch.rand((R, n, 3, 32, 32) if conv else (R, n, IN), generator=g)
 
 
+# ----------------------------------------------------------------------------------------------- every method
+def test_every_registered_method_is_exercised_here():
+    assert set(EXERCISE) == set(methods.REGISTRY)
+
+
+@pytest.mark.parametrize("name", sorted(methods.REGISTRY))
+@pytest.mark.parametrize("optimizer,kind", [("sgd", "mlp"), ("adam", "mlp"), ("sgd", "mlp-momentum"),
+                                            ("sgd", "mlp-layer-norm"), ("sgd", "mlp-dropout")])
+def test_every_method_in_lockstep_matches_one_network_at_a_time(name, optimizer, kind):
+    """Each registered method, trained in lockstep next to backprop runs (R = 3), gives the numbers of the
+    reference learner (autograd, torch.optim, one network at a time), step by step."""
+    momentum = 0.5 if kind == "mlp-momentum" else 0.0
+    lr = 1e-3 if optimizer == "adam" else 0.02
+    runs = [RS(1, lr, momentum), RS(2, lr, momentum, name, **EXERCISE[name]),
+            RS(3, lr * 1.5, momentum, name, **EXERCISE[name])]
+    norm = "layer" if kind == "mlp-layer-norm" else None
+    dropout = 0.2 if kind == "mlp-dropout" else 0.0
+    engine, refs = train_both(lambda s: make_mlp(s, dropout=dropout, norm=norm), runs, steps=200,
+                              optimizer=optimizer, data_seed=7)
+    assert engine.fused_sgd == (optimizer == "sgd" and not momentum)
+    assert_same_params(engine, refs)
+    assert_same_cbp_state(engine, refs)
+    assert_same_metrics(engine, refs, probe_batch(len(runs)))
+    # the method did something: its runs differ from plain backprop's from the same start
+    plain = Lockstep([make_mlp(s, dropout=dropout, norm=norm) for s in (0, 1)],
+                     [RS(1, lr, momentum), RS(2, lr, momentum)], optimizer=optimizer)
+    for x, y in stream(7, 200, 3, 1):
+        plain.learn(x[:2], y[:2])
+    changed = not torch.equal(plain.params[0][1], engine.params[0][int(engine._position[1])])
+    assert changed == (name != "backprop")
+
+
 # ----------------------------------------------------------------------------------------------- MLP, SGD
 @pytest.mark.parametrize("utility", ["contribution", "adaptable"])
 def test_mlp_sgd_runs_match_reference_learners(utility):
+    cbp = dict(maturity_threshold=20, utility=utility)
     runs = [
-        RunSettings(seed=11, step_size=0.01),                                  # plain backprop
-        RunSettings(seed=12, step_size=0.03),                                  # another step size
-        RunSettings(seed=13, step_size=0.01, momentum=0.9),                    # momentum
-        RunSettings(seed=14, step_size=0.02, weight_decay=1e-3),               # L2
-        RunSettings(seed=15, step_size=0.02, weight_decay=1e-3, noise_std=1e-3),   # Shrink-and-Perturb
-        RunSettings(seed=16, step_size=0.02, replacement_rate=0.02),           # continual backprop
-        RunSettings(seed=17, step_size=0.01, momentum=0.5, replacement_rate=0.05),  # CBP + momentum
+        RS(11, 0.01),                                                      # plain backprop
+        RS(12, 0.03),                                                      # another step size
+        RS(13, 0.01, momentum=0.9),                                        # momentum
+        RS(14, 0.02, 0.0, "l2", weight_decay=1e-3),                        # L2
+        RS(15, 0.02, 0.0, "shrink_and_perturb", weight_decay=1e-3, noise_std=1e-3),
+        CBP(16, 0.02, replacement_rate=0.02, **cbp),                       # continual backprop
+        CBP(17, 0.01, momentum=0.5, replacement_rate=0.05, **cbp),         # CBP + momentum
     ]
-    engine, refs = train_both(make_mlp, runs, steps=300, maturity_threshold=20, utility=utility)
+    engine, refs = train_both(make_mlp, runs, steps=300)
     assert engine.step == 300
     assert_same_params(engine, refs)
     # replacements happened, in both implementations, in every layer of the CBP runs
@@ -145,10 +204,10 @@ def test_mlp_sgd_runs_match_reference_learners(utility):
 
 def test_mlp_sgd_fused_path_matches_reference():
     """No momentum anywhere: the engine takes its fused SGD path (update inside the backward pass)."""
-    runs = [RunSettings(seed=1, step_size=0.01), RunSettings(seed=2, step_size=0.03, weight_decay=1e-3),
-            RunSettings(seed=3, step_size=0.02, noise_std=1e-3, weight_decay=1e-4),
-            RunSettings(seed=4, step_size=0.02, replacement_rate=0.03)]
-    engine, refs = train_both(make_mlp, runs, steps=300, maturity_threshold=20, data_seed=5)
+    runs = [RS(1, 0.01), RS(2, 0.03, 0.0, "l2", weight_decay=1e-3),
+            RS(3, 0.02, 0.0, "shrink_and_perturb", noise_std=1e-3, weight_decay=1e-4),
+            CBP(4, 0.02, replacement_rate=0.03, maturity_threshold=20)]
+    engine, refs = train_both(make_mlp, runs, steps=300, data_seed=5)
     assert engine.fused_sgd
     assert_same_params(engine, refs)
     assert engine.replacements[3].sum() > 0
@@ -156,19 +215,18 @@ def test_mlp_sgd_fused_path_matches_reference():
 
 
 def test_mlp_minibatches_match_reference():
-    runs = [RunSettings(seed=1, step_size=0.03), RunSettings(seed=2, step_size=0.03, replacement_rate=0.05)]
-    engine, refs = train_both(make_mlp, runs, steps=150, batch=7, maturity_threshold=10, data_seed=3,
-                              utility="adaptable")
+    runs = [RS(1, 0.03), CBP(2, 0.03, replacement_rate=0.05, maturity_threshold=10, utility="adaptable")]
+    engine, refs = train_both(make_mlp, runs, steps=150, batch=7, data_seed=3)
     assert_same_params(engine, refs)
     assert engine.replacements[1].sum() > 0
     assert_same_cbp_state(engine, refs)
 
 
 def test_mlp_adam_matches_reference():
-    runs = [RunSettings(seed=21, step_size=1e-3), RunSettings(seed=22, step_size=3e-3, weight_decay=1e-3),
-            RunSettings(seed=23, step_size=1e-3, noise_std=1e-4),
-            RunSettings(seed=24, step_size=1e-3, replacement_rate=0.03)]
-    engine, refs = train_both(make_mlp, runs, steps=250, optimizer="adam", maturity_threshold=20, data_seed=1)
+    runs = [RS(21, 1e-3), RS(22, 3e-3, 0.0, "l2", weight_decay=1e-3),
+            RS(23, 1e-3, 0.0, "shrink_and_perturb", weight_decay=0.0, noise_std=1e-4),
+            CBP(24, 1e-3, replacement_rate=0.03, maturity_threshold=20)]
+    engine, refs = train_both(make_mlp, runs, steps=250, optimizer="adam", data_seed=1)
     assert engine.adam_step == 250
     assert_same_params(engine, refs)
     assert engine.replacements[3].sum() > 0
@@ -177,8 +235,9 @@ def test_mlp_adam_matches_reference():
     for r, learner in enumerate(refs):
         for i, p in enumerate(learner.net.parameters()):
             state = learner.optimizer.state[p]
-            torch.testing.assert_close(engine.state["exp_avg"][i][r], state["exp_avg"], rtol=1e-3, atol=1e-6)
-            torch.testing.assert_close(engine.state["exp_avg_sq"][i][r], state["exp_avg_sq"], rtol=1e-3,
+            j = int(engine._position[r])
+            torch.testing.assert_close(engine.state["exp_avg"][i][j], state["exp_avg"], rtol=1e-3, atol=1e-6)
+            torch.testing.assert_close(engine.state["exp_avg_sq"][i][j], state["exp_avg_sq"], rtol=1e-3,
                                        atol=1e-8)
     assert_same_metrics(engine, refs, probe_batch(len(runs)))
 
@@ -186,10 +245,9 @@ def test_mlp_adam_matches_reference():
 @pytest.mark.parametrize("utility", ["contribution", "adaptable"])
 def test_mlp_dropout_matches_reference(utility):
     """Dropout masks come from each run's own generator, in the same order as in the learners."""
-    runs = [RunSettings(seed=31, step_size=0.01), RunSettings(seed=32, step_size=0.02, noise_std=1e-3),
-            RunSettings(seed=33, step_size=0.01, replacement_rate=0.03)]
-    engine, refs = train_both(lambda s: make_mlp(s, dropout=0.2), runs, steps=250, maturity_threshold=20,
-                              data_seed=2, utility=utility)
+    runs = [RS(31, 0.01), RS(32, 0.02, 0.0, "shrink_and_perturb", weight_decay=0.0, noise_std=1e-3),
+            CBP(33, 0.01, replacement_rate=0.03, maturity_threshold=20, utility=utility)]
+    engine, refs = train_both(lambda s: make_mlp(s, dropout=0.2), runs, steps=250, data_seed=2)
     assert engine.dropout == 0.2
     assert_same_params(engine, refs)
     assert engine.replacements[2].sum() > 0
@@ -198,18 +256,24 @@ def test_mlp_dropout_matches_reference(utility):
 
 
 def test_zero_replacement_rate_run_is_plain_backprop_inside_a_cbp_engine():
-    runs = [RunSettings(seed=41, step_size=0.02, replacement_rate=0.05),
-            RunSettings(seed=42, step_size=0.02, replacement_rate=0.0),
-            RunSettings(seed=43, step_size=0.02, replacement_rate=0.05, momentum=0.5),
-            RunSettings(seed=44, step_size=0.02, replacement_rate=0.0, momentum=0.5)]
-    engine, refs = train_both(make_mlp, runs, steps=250, maturity_threshold=10, data_seed=4)
-    assert engine.any_replacement
-    assert isinstance(refs[1], Backprop) and not isinstance(refs[1], ContinualBackprop)
+    runs = [CBP(41, 0.02, replacement_rate=0.05, maturity_threshold=10),
+            CBP(42, 0.02, replacement_rate=0.0, maturity_threshold=10),
+            CBP(43, 0.02, 0.5, replacement_rate=0.05, maturity_threshold=10),
+            CBP(44, 0.02, 0.5, replacement_rate=0.0, maturity_threshold=10)]
+    engine, refs = train_both(make_mlp, runs, steps=250, data_seed=4)
+    assert len(engine.methods) == 1                       # the four runs share one instance of the method
     assert engine.replacements[[0, 2]].sum(axis=1).min() > 0
     assert engine.replacements[[1, 3]].sum() == 0
-    assert (engine.birth[0][[1, 3]] == 0).all() and (engine.birth[1][[1, 3]] == 0).all()
+    for r in (1, 3):
+        assert all((b == 0).all() for b in cbp_state(engine, r)["birth"])
     assert_same_params(engine, refs)
     assert_same_cbp_state(engine, refs)
+    # and bit for bit what plain backprop does with the same seeds
+    plain = Lockstep([make_mlp(1), make_mlp(3)], [RS(42, 0.02), RS(44, 0.02, 0.5)])
+    for x, y in stream(4, 250, 4, 1):
+        plain.learn(x[[1, 3]], y[[1, 3]])
+    for p, q in zip(engine.params, plain.params):
+        assert torch.equal(p[[1, 3]], q)
 
 
 # ----------------------------------------------------------------------------------------------- ConvNet
@@ -229,24 +293,24 @@ def float64():
 
 
 def test_convnet_sgd_momentum_cbp_matches_reference(float64):
-    runs = [RunSettings(seed=51, step_size=2 ** -7, momentum=0.875),
-            RunSettings(seed=52, step_size=2 ** -7, momentum=0.875, replacement_rate=0.02),
-            RunSettings(seed=53, step_size=2 ** -6, momentum=0.875, replacement_rate=0.02, weight_decay=2 ** -10)]
-    engine, refs = train_both(make_conv, runs, steps=15, batch=8, conv=True, maturity_threshold=3, data_seed=6,
-                              atol=1e-9)
+    runs = [RS(51, 2 ** -7, 0.875),
+            CBP(52, 2 ** -7, 0.875, replacement_rate=0.02, maturity_threshold=3),
+            CBP(53, 2 ** -6, 0.875, replacement_rate=0.02, maturity_threshold=3),
+            RS(54, 2 ** -6, 0.875, "l2", weight_decay=2 ** -10)]
+    engine, refs = train_both(make_conv, runs, steps=15, batch=8, conv=True, data_seed=6, atol=1e-9)
     assert engine.conv and engine.params[0].dtype == torch.float64
     assert_same_params(engine, refs, atol=1e-9)
-    assert (engine.replacements[1:] > 0).all()      # every hidden layer (conv and fc) replaced units
+    assert (engine.replacements[1:3] > 0).all()     # every hidden layer (conv and fc) replaced units
     assert_same_cbp_state(engine, refs)
     assert_same_metrics(engine, refs, probe_batch(len(runs), n=16, conv=True))
 
 
 def test_convnet_adam_dropout_matches_reference(float64):
-    runs = [RunSettings(seed=61, step_size=2 ** -10),
-            RunSettings(seed=62, step_size=2 ** -10, replacement_rate=0.02),
-            RunSettings(seed=63, step_size=2 ** -10, noise_std=2 ** -13, weight_decay=2 ** -13)]
+    runs = [RS(61, 2 ** -10),
+            CBP(62, 2 ** -10, replacement_rate=0.02, maturity_threshold=3, utility="adaptable"),
+            RS(63, 2 ** -10, 0.0, "shrink_and_perturb", noise_std=2 ** -13, weight_decay=2 ** -13)]
     engine, refs = train_both(lambda s: make_conv(s, dropout=0.125), runs, steps=12, batch=8, conv=True,
-                              optimizer="adam", maturity_threshold=3, data_seed=7, utility="adaptable", atol=1e-6)
+                              optimizer="adam", data_seed=7, atol=1e-6)
     # Adam divides by the root of tiny second moments, which magnifies rounding in parameters that barely learn
     assert_same_params(engine, refs, atol=1e-4)
     assert (engine.replacements[1] > 0).all()
@@ -257,10 +321,9 @@ def test_convnet_adam_dropout_matches_reference(float64):
 @pytest.mark.parametrize("optimizer", ["sgd", "adam"])
 def test_convnet_float32_few_steps_match_reference(optimizer):
     lr, mom = (0.01, 0.9) if optimizer == "sgd" else (1e-3, 0.0)
-    runs = [RunSettings(seed=91, step_size=lr, momentum=mom),
-            RunSettings(seed=92, step_size=lr, momentum=mom, replacement_rate=0.05)]
+    runs = [RS(91, lr, mom), CBP(92, lr, mom, replacement_rate=0.05, maturity_threshold=1)]
     engine, refs = train_both(make_conv, runs, steps=4, batch=8, conv=True, optimizer=optimizer,
-                              maturity_threshold=1, data_seed=8, atol=1e-3)
+                              data_seed=8, atol=1e-3)
     assert engine.params[0].dtype == torch.float32
     assert_same_params(engine, refs, atol=1e-3)
     assert engine.replacements[1].sum() > 0
@@ -269,7 +332,7 @@ def test_convnet_float32_few_steps_match_reference(optimizer):
 
 def test_convnet_reset_head_evaluate_and_train_batch():
     nets = [make_conv(s) for s in range(2)]
-    engine = Lockstep(nets, [RunSettings(seed=1, step_size=0.01, momentum=0.9)] * 2)
+    engine = Lockstep(nets, [RS(1, 0.01, 0.9)] * 2)
     x, y = next(stream(8, 1, 2, 8, conv=True))
     correct = engine.train_batch(x, y)
     assert correct.shape == (2,) and 0 <= int(correct.min()) and int(correct.max()) <= 8
@@ -284,16 +347,16 @@ def test_convnet_reset_head_evaluate_and_train_batch():
 
 def test_evaluate_matches_reference_networks():
     nets = [make_mlp(s) for s in range(3)]
-    engine = Lockstep([make_mlp(s) for s in range(3)], [RunSettings(seed=s, step_size=0.01) for s in range(3)])
+    engine = Lockstep([make_mlp(s) for s in range(3)], [RS(s, 0.01) for s in range(3)])
     x, y = next(stream(9, 1, 3, 50))
     expected = [int((net(x[r]).argmax(-1) == y[r]).sum()) for r, net in enumerate(nets)]
     assert engine.evaluate(x, y, batch_size=16).tolist() == expected
 
 
 def test_train_online_counts_the_predictions_made_before_each_update():
-    runs = [RunSettings(seed=1, step_size=0.03), RunSettings(seed=2, step_size=0.01, replacement_rate=0.05)]
-    engine = Lockstep([make_mlp(s) for s in range(2)], runs, maturity_threshold=5)
-    refs = [reference_learner(make_mlp(s), run, maturity_threshold=5) for s, run in enumerate(runs)]
+    runs = [RS(1, 0.03), CBP(2, 0.01, replacement_rate=0.05, maturity_threshold=5)]
+    engine = Lockstep([make_mlp(s) for s in range(2)], runs)
+    refs = [reference_learner(make_mlp(s), run) for s, run in enumerate(runs)]
     x, y = next(stream(10, 1, 2, 120))
     correct = engine.train_online(x, y)
     expected = [sum(int(learner.learn(x[r, i:i + 1], y[r, i:i + 1])[1].argmax(-1) == y[r, i])
@@ -318,11 +381,11 @@ def _outgoing_mask(weight_out_shape, n_units, units):
 def test_replaced_units_in_engine(kind, optimizer):
     conv = kind == "convnet"
     momentum = 0.0 if optimizer == "adam" else 0.9
-    runs = [RunSettings(seed=71, step_size=1e-3 if optimizer == "adam" else 0.01, momentum=momentum,
-                        replacement_rate=0.05),
-            RunSettings(seed=72, step_size=1e-3 if optimizer == "adam" else 0.01, momentum=momentum)]
+    lr = 1e-3 if optimizer == "adam" else 0.01
+    runs = [CBP(71, lr, momentum, replacement_rate=0.05, maturity_threshold=3), RS(72, lr, momentum)]
     make = make_conv if conv else make_mlp
-    engine = Lockstep([make(s) for s in range(2)], runs, optimizer=optimizer, maturity_threshold=3)
+    engine = Lockstep([make(s) for s in range(2)], runs, optimizer=optimizer)
+    method, _ = engine.method_of(0)
     buffers = engine.state["exp_avg"] if optimizer == "adam" else engine.state["momentum_buffer"]
     checked = set()
     for x, y in stream(11, 12 if conv else 60, 2, 4, conv):
@@ -331,14 +394,14 @@ def test_replaced_units_in_engine(kind, optimizer):
         engine.learn(x, y)
         assert engine.replacements[1].sum() == 0
         for l, n in enumerate(engine.widths):
-            units = torch.nonzero(engine.birth[l][0] == engine.step).flatten().tolist()
+            units = torch.nonzero(method.birth[l][0] == engine.step).flatten().tolist()
             assert len(units) == engine.replacements[0, l] - replaced_before[0, l]
             if not units:
                 continue
             checked.add(l)
             w_in, b_in, w_out = engine.weights[l][0], engine.biases[l][0], engine.weights[l + 1][0]
             bound = kaiming_bound(make(0).weight_layers()[l])
-            assert bound == engine.bounds[l]
+            assert bound == engine.nets.init_bounds[l]
             assert (w_in[units].abs() <= bound).all()
             assert not torch.equal(w_in[units], before[l][0][units])            # drawn afresh
             assert w_in[units].std() > bound / 4                                 # ... from the whole range
@@ -347,10 +410,10 @@ def test_replaced_units_in_engine(kind, optimizer):
             if l + 1 < len(engine.widths):
                 # units of the next layer replaced in the same step got a whole fresh row of incoming weights
                 # (including from these new units); their own outgoing weights are zero, so that is harmless
-                mask[engine.birth[l + 1][0] == engine.step] = False
+                mask[method.birth[l + 1][0] == engine.step] = False
             assert (w_out[mask] == 0).all()
             assert (w_out[~mask] != 0).any()
-            assert engine.utility[l][0, units].abs().sum() == 0
+            assert method.utility[l][0, units].abs().sum() == 0
             # optimiser state of the reset entries
             for name, state in engine.state.items():
                 assert (state[2 * l][0][units] == 0).all(), name
@@ -363,17 +426,33 @@ def test_replaced_units_in_engine(kind, optimizer):
 def test_new_units_leave_the_output_unchanged():
     """Replacement happens after the update; recomputing with the replaced units' incoming weights scrambled
     gives the same output (their outgoing weights are zero)."""
-    runs = [RunSettings(seed=5, step_size=0.01, replacement_rate=0.2)]
-    engine = Lockstep([make_mlp(0)], runs, maturity_threshold=2)
+    engine = Lockstep([make_mlp(0)], [CBP(5, 0.01, replacement_rate=0.2, maturity_threshold=2)])
+    method, _ = engine.method_of(0)
     probe = probe_batch(1)
     for x, y in stream(12, 6, 1, 1):
         engine.learn(x, y)
     assert engine.replacements.sum() > 0
     out = engine.forward(probe)[0]
     for l in range(len(engine.widths)):
-        units = torch.nonzero(engine.birth[l][0] == engine.step).flatten()
+        units = torch.nonzero(method.birth[l][0] == engine.step).flatten()
         engine.weights[l][0, units] = 5.0
     torch.testing.assert_close(engine.forward(probe)[0], out, rtol=0, atol=0)
+
+
+def test_runs_of_one_method_are_kept_together_whatever_the_order_given():
+    """Runs are given interleaved (backprop, CBP, backprop, CBP): the engine groups each method's runs and
+    every call still takes and returns the runs in the order given."""
+    cbp = dict(replacement_rate=0.05, maturity_threshold=5)
+    runs = [RS(1, 0.02), CBP(2, 0.02, **cbp), RS(3, 0.03), CBP(4, 0.03, **cbp)]
+    engine, refs = train_both(make_mlp, runs, steps=80, data_seed=9)
+    assert [m.name for _, _, m in engine.methods] == ["backprop", "continual_backprop"]
+    assert engine._order == [0, 2, 1, 3]
+    assert_same_params(engine, refs)
+    assert engine.replacements[[1, 3]].min() > 0 and engine.replacements[[0, 2]].sum() == 0
+    assert_same_metrics(engine, refs, probe_batch(4))
+    x, y = next(stream(10, 1, 4, 30))
+    expected = [int((learner.net(x[r]).argmax(-1) == y[r]).sum()) for r, learner in enumerate(refs)]
+    assert engine.evaluate(x, y).tolist() == expected
 
 
 # ----------------------------------------------------------------------------------------------- checkpoints
@@ -381,7 +460,7 @@ def _roundtrip(state):
     buffer = io.BytesIO()
     torch.save(state, buffer)
     buffer.seek(0)
-    return torch.load(buffer, weights_only=False)
+    return torch.load(buffer, weights_only=True)       # checkpoints hold tensors and plain values only
 
 
 @pytest.mark.parametrize("kind,optimizer", [("mlp", "sgd"), ("mlp", "adam"), ("convnet", "sgd")])
@@ -389,24 +468,25 @@ def test_run_state_roundtrip_continues_identically(kind, optimizer):
     conv = kind == "convnet"
     lr = 1e-3 if optimizer == "adam" else 0.02
     mom = 0.9 if optimizer == "sgd" and conv else 0.0
-    runs = [RunSettings(seed=81, step_size=lr, momentum=mom, replacement_rate=0.03),
-            RunSettings(seed=82, step_size=lr, momentum=mom, noise_std=1e-3, weight_decay=1e-3),
-            RunSettings(seed=83, step_size=lr, momentum=mom, replacement_rate=0.08, noise_std=1e-4)]
-    make = (lambda s: make_conv(s, dropout=0.2)) if conv else (lambda s: make_mlp(s, dropout=0.2))
     k, m, batch, maturity = (10, 8, 4, 3) if conv else (120, 80, 1, 10)
-    settings = dict(optimizer=optimizer, maturity_threshold=maturity, utility="adaptable")
+    cbp = dict(maturity_threshold=maturity, utility="adaptable")
+    runs = [CBP(81, lr, mom, replacement_rate=0.03, **cbp),
+            RS(82, lr, mom, "shrink_and_perturb", noise_std=1e-3, weight_decay=1e-3),
+            CBP(83, lr, mom, replacement_rate=0.08, **cbp)]
+    make = (lambda s: make_conv(s, dropout=0.2)) if conv else (lambda s: make_mlp(s, dropout=0.2))
     data = list(stream(13, k + m, len(runs), batch, conv))
 
-    engine = Lockstep([make(s) for s in range(3)], runs, **settings)
+    engine = Lockstep([make(s) for s in range(3)], runs, optimizer=optimizer)
     for x, y in data[:k]:
         engine.learn(x, y)
     saved = _roundtrip([engine.run_state(r) for r in range(3)])
     assert engine.replacements[[0, 2]].min() > 0
-    assert len(engine._recent) == maturity          # the window of recent replacements is part of the state
-    assert any(window.sum() for window in engine._recent)
+    method, _ = engine.method_of(0)
+    assert method.recent.shape[1] == maturity       # the window of recent replacements is part of the state
+    assert method.recent.sum() > 0
 
     # a new engine from differently initialised nets, loaded from the saved states
-    other = Lockstep([make(s + 100) for s in range(3)], runs, **settings)
+    other = Lockstep([make(s + 100) for s in range(3)], runs, optimizer=optimizer)
     for r in range(3):
         other.load_run_state(r, saved[r])
     assert other.step == engine.step
@@ -424,11 +504,12 @@ def test_run_state_roundtrip_continues_identically(kind, optimizer):
         for a, b in zip(engine.state[name], other.state[name]):
             assert torch.equal(a, b)
     assert np.array_equal(engine.replacements, other.replacements)
-    assert np.array_equal(engine.accumulated, other.accumulated)
+    mine, theirs = engine.method_of(0)[0], other.method_of(0)[0]
+    assert np.array_equal(mine.accumulated, theirs.accumulated)
     for l in range(len(engine.widths)):
-        assert torch.equal(engine.utility[l], other.utility[l])
-        assert torch.equal(engine.mean_activation[l], other.mean_activation[l])
-        assert torch.equal(engine.birth[l], other.birth[l])
+        assert torch.equal(mine.utility[l], theirs.utility[l])
+        assert torch.equal(mine.mean_activation[l], theirs.mean_activation[l])
+        assert torch.equal(mine.birth[l], theirs.birth[l])
     for r in range(3):
         assert torch.equal(engine.generators[r].get_state(), other.generators[r].get_state())
     probe = probe_batch(3, n=8, conv=conv)
@@ -436,7 +517,7 @@ def test_run_state_roundtrip_continues_identically(kind, optimizer):
 
 
 def test_run_state_is_a_snapshot():
-    engine = Lockstep([make_mlp(0)], [RunSettings(seed=1, step_size=0.05)])
+    engine = Lockstep([make_mlp(0)], [RS(1, 0.05)])
     state = engine.run_state(0)
     first = [p.clone() for p in state["params"]]
     for x, y in stream(14, 5, 1, 1):
@@ -447,9 +528,9 @@ def test_run_state_is_a_snapshot():
 
 def _states_at_steps(optimizer, replacement_rate, steps=(5, 9)):
     """Run states of run 0 after ``steps[0]`` and of run 1 after ``steps[1]`` steps of one engine."""
-    runs = [RunSettings(seed=1, step_size=1e-3, replacement_rate=replacement_rate),
-            RunSettings(seed=2, step_size=1e-3, replacement_rate=replacement_rate)]
-    engine = Lockstep([make_mlp(0), make_mlp(1)], runs, optimizer=optimizer, maturity_threshold=1)
+    runs = [CBP(1, 1e-3, replacement_rate=replacement_rate, maturity_threshold=1),
+            CBP(2, 1e-3, replacement_rate=replacement_rate, maturity_threshold=1)]
+    engine = Lockstep([make_mlp(0), make_mlp(1)], runs, optimizer=optimizer)
     states = []
     for step, (x, y) in enumerate(stream(16, steps[1], 2, 1), start=1):
         engine.learn(x, y)
@@ -460,7 +541,7 @@ def _states_at_steps(optimizer, replacement_rate, steps=(5, 9)):
 
 def test_load_run_state_refuses_runs_at_different_steps_after_replacements():
     runs, (early, late) = _states_at_steps("sgd", replacement_rate=0.5)
-    engine = Lockstep([make_mlp(0), make_mlp(1)], runs, maturity_threshold=1)
+    engine = Lockstep([make_mlp(0), make_mlp(1)], runs)
     engine.load_run_state(0, early)
     assert engine.step == 5 and engine.replacements[0].sum() > 0
     with pytest.raises(ValueError, match="same step"):
@@ -477,20 +558,22 @@ def test_load_run_state_refuses_runs_at_different_steps_without_replacements():
         engine.load_run_state(1, late)
 
 
-def test_load_run_state_of_another_optimizer_is_refused():
-    sgd = Lockstep([make_mlp(0)], [RunSettings(seed=1, step_size=0.01, momentum=0.9)])
-    adam = Lockstep([make_mlp(0)], [RunSettings(seed=1, step_size=0.01)], optimizer="adam")
-    with pytest.raises(ValueError):
+def test_load_run_state_of_another_optimizer_or_method_is_refused():
+    sgd = Lockstep([make_mlp(0)], [RS(1, 0.01, 0.9)])
+    adam = Lockstep([make_mlp(0)], [RS(1, 0.01)], optimizer="adam")
+    with pytest.raises(ValueError, match="optimiser"):
         adam.load_run_state(0, sgd.run_state(0))
+    cbp = Lockstep([make_mlp(0)], [CBP(1, 0.01, 0.9)])
+    with pytest.raises(ValueError, match="method"):
+        cbp.load_run_state(0, sgd.run_state(0))
 
 
 # ----------------------------------------------------------------------------------------------- bad input
 @pytest.mark.parametrize("case", ["lengths", "empty", "batch_norm", "conv_batch_norm", "mixed_norms", "mixed_kinds",
-                                  "widths", "dropouts", "rate_above_one", "negative_rate", "adam_momentum",
-                                  "bad_step_size", "negative_decay", "bad_optimizer", "bad_utility",
-                                  "momentum_one", "not_a_lopbook_net"])
+                                  "widths", "dropouts", "inits", "adam_momentum", "bad_step_size", "bad_optimizer",
+                                  "momentum_one", "not_a_lopbook_net", "unknown_method", "hyperparameters_of_another"])
 def test_bad_input_is_refused(case):
-    ok = RunSettings(seed=0, step_size=0.01)
+    ok = RS(0, 0.01)
     two = [make_mlp(0), make_mlp(1)]
     args, kwargs = {
         "lengths": ((two, [ok]), {}),
@@ -501,23 +584,39 @@ def test_bad_input_is_refused(case):
         "mixed_kinds": (([make_mlp(0), make_conv(0)], [ok, ok]), {}),
         "widths": (([make_mlp(0), make_mlp(1, width=WIDTH + 1)], [ok, ok]), {}),
         "dropouts": (([make_mlp(0), make_mlp(1, dropout=0.1)], [ok, ok]), {}),
-        "rate_above_one": ((two, [ok, RunSettings(seed=1, step_size=0.01, replacement_rate=1.5)]), {}),
-        "negative_rate": ((two, [ok, RunSettings(seed=1, step_size=0.01, replacement_rate=-0.1)]), {}),
-        "adam_momentum": ((two, [ok, RunSettings(seed=1, step_size=0.01, momentum=0.9)]), {"optimizer": "adam"}),
+        "inits": (([make_mlp(0), MLP(IN, WIDTH, DEPTH, OUT, seed=1, init="kaiming_linear_output")], [ok, ok]), {}),
+        "adam_momentum": ((two, [ok, RS(1, 0.01, 0.9)]), {"optimizer": "adam"}),
         "bad_step_size": ((two, [ok, RunSettings(seed=1, step_size=0.0)]), {}),
-        "negative_decay": ((two, [ok, RunSettings(seed=1, step_size=0.01, weight_decay=-1e-3)]), {}),
         "bad_optimizer": ((two, [ok, ok]), {"optimizer": "rmsprop"}),
-        "bad_utility": ((two, [ok, ok]), {"utility": "random"}),
         "momentum_one": ((two, [ok, RunSettings(seed=1, step_size=0.01, momentum=1.0)]), {}),
         "not_a_lopbook_net": (([torch.nn.Linear(3, 2)], [ok]), {}),
+        "unknown_method": ((two, [ok, RunSettings(seed=1, step_size=0.01, method="redone")]), {}),
+        "hyperparameters_of_another": ((two, [ok, RunSettings(seed=1, step_size=0.01, method="l2",
+                                                              hyperparameters=methods.settings("continual_backprop"))]),
+                                       {}),
     }[case]
     with pytest.raises(ValueError):
         Lockstep(*args, **kwargs)
 
 
+@pytest.mark.parametrize("name,values,match", [
+    ("continual_backprop", dict(replacement_rate=1.5), "replacement_rate"),
+    ("continual_backprop", dict(replacement_rate=-0.1), "replacement_rate"),
+    ("continual_backprop", dict(utility="random"), "utility"),
+    ("continual_backprop", dict(decay_rate=1.0), "decay_rate"),
+    ("continual_backprop", dict(weight_decay=1e-3), "no hyperparameter 'weight_decay'.*l2"),
+    ("l2", dict(weight_decay=0.0), "weight_decay"),
+    ("shrink_and_perturb", dict(noise_std=-1.0), "noise_std"),
+    ("l2", dict(replacement_rate=1e-4), "continual_backprop"),
+])
+def test_impossible_hyperparameters_are_refused_by_name(name, values, match):
+    with pytest.raises(ValueError, match=match):
+        methods.settings(name, **values)
+
+
 def test_norm_layers_error_points_to_the_reference_backend():
     with pytest.raises(ValueError, match="reference"):
-        Lockstep([make_mlp(0, norm="batch")], [RunSettings(seed=0, step_size=0.01)])
+        Lockstep([make_mlp(0, norm="batch")], [RS(0, 0.01)])
 
 
 @pytest.mark.parametrize("optimizer", ["sgd", "adam"])
@@ -525,11 +624,11 @@ def test_mlp_layer_norm_matches_reference(optimizer):
     """Layer norm (written out by hand in the engine): its gains and shifts are trained, decayed, perturbed and
     reset with the replaced units exactly as in the learners."""
     scale = 1.0 if optimizer == "sgd" else 0.05
-    runs = [RunSettings(seed=41, step_size=0.02 * scale),
-            RunSettings(seed=42, step_size=0.02 * scale, weight_decay=1e-3, noise_std=1e-3),
-            RunSettings(seed=43, step_size=0.01 * scale, replacement_rate=0.03)]
+    runs = [RS(41, 0.02 * scale),
+            RS(42, 0.02 * scale, 0.0, "shrink_and_perturb", weight_decay=1e-3, noise_std=1e-3),
+            CBP(43, 0.01 * scale, replacement_rate=0.03, maturity_threshold=20)]
     engine, refs = train_both(lambda s: make_mlp(s, norm="layer"), runs, steps=250, optimizer=optimizer,
-                              maturity_threshold=20, data_seed=4)
+                              data_seed=4)
     assert engine.layer_norm
     assert_same_params(engine, refs)          # compares every parameter, layer norm's gains and shifts included
     assert engine.replacements[2].sum() > 0
@@ -540,7 +639,7 @@ def test_mlp_layer_norm_matches_reference(optimizer):
 def test_engine_copies_the_weights_of_the_nets():
     net = make_mlp(0)
     original = [p.detach().clone() for p in net.parameters()]
-    engine = Lockstep([net], [RunSettings(seed=0, step_size=0.1)])
+    engine = Lockstep([net], [RS(0, 0.1)])
     for p, q in zip(engine.params, original):
         assert torch.equal(p[0], q)
     for x, y in stream(15, 3, 1, 1):
@@ -570,10 +669,10 @@ def no_tf32():
 @pytest.mark.parametrize("optimizer", ["sgd", "adam"])
 def test_mlp_on_cuda_matches_reference_learners_on_cuda(optimizer, no_tf32):
     lr = 0.02 if optimizer == "sgd" else 1e-3
-    runs = [RunSettings(seed=1, step_size=lr), RunSettings(seed=2, step_size=lr, weight_decay=1e-3, noise_std=1e-3),
-            RunSettings(seed=3, step_size=lr, replacement_rate=0.03)]
+    runs = [RS(1, lr), RS(2, lr, 0.0, "shrink_and_perturb", weight_decay=1e-3, noise_std=1e-3),
+            CBP(3, lr, replacement_rate=0.03, maturity_threshold=20)]
     engine, refs = train_both(lambda s: make_mlp(s, dropout=0.1), runs, steps=200, optimizer=optimizer,
-                              maturity_threshold=20, device="cuda")
+                              device="cuda")
     assert engine.params[0].is_cuda
     assert_same_params(engine, refs)
     assert engine.replacements[2].sum() > 0
@@ -583,10 +682,8 @@ def test_mlp_on_cuda_matches_reference_learners_on_cuda(optimizer, no_tf32):
 
 @needs_cuda
 def test_convnet_on_cuda_matches_reference_learners_on_cuda(float64):
-    runs = [RunSettings(seed=51, step_size=2 ** -7, momentum=0.875),
-            RunSettings(seed=52, step_size=2 ** -7, momentum=0.875, replacement_rate=0.02)]
-    engine, refs = train_both(make_conv, runs, steps=15, batch=8, conv=True, maturity_threshold=3, data_seed=6,
-                              atol=1e-7, device="cuda")
+    runs = [RS(51, 2 ** -7, 0.875), CBP(52, 2 ** -7, 0.875, replacement_rate=0.02, maturity_threshold=3)]
+    engine, refs = train_both(make_conv, runs, steps=15, batch=8, conv=True, data_seed=6, atol=1e-7, device="cuda")
     assert engine.params[0].is_cuda
     assert_same_params(engine, refs, atol=1e-7)
     assert (engine.replacements[1] > 0).all()

@@ -13,15 +13,15 @@ import pytest
 import torch
 
 from lopbook import data as datasets
-from lopbook import experiments
-from lopbook import results as results_module
-from lopbook.data import DataWarning
+from lopbook import experiments, io, runner
+from lopbook.configs import run_key
+from lopbook.data import DataWarning, locations
 from lopbook.engine import Lockstep
 from lopbook.experiments import (ContinualImageNet, PermutedMNIST, resolve_scale, run_continual_imagenet,
                                  run_permuted_mnist, runs)
+from lopbook.learners import Learner
 from lopbook.metrics import PlasticityMetrics
-from lopbook.results import (RunResult, bin_tasks, group_by_label, load_result, load_results, mean_and_stderr,
-                             run_key)
+from lopbook.results import RunResult, bin_tasks, group_by_label, load_result, load_results, mean_and_stderr
 
 pytestmark = pytest.mark.filterwarnings("ignore::lopbook.data.DataWarning")
 
@@ -31,10 +31,10 @@ METRIC_KEYS = ["task", *PlasticityMetrics.__dataclass_fields__]
 @pytest.fixture(autouse=True)
 def offline(monkeypatch, tmp_path):
     """No real data directories, no network probes, no scale/device overrides from the environment."""
-    for name in ("LOPBOOK_DATA", "LOPBOOK_IMAGENET", "LOPBOOK_SCALE", "LOPBOOK_DEVICE"):
+    for name in ("LOPBOOK_DATA", "LOPBOOK_IMAGENET", "LOPBOOK_TINYIMAGENET", "LOPBOOK_SCALE", "LOPBOOK_DEVICE"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    monkeypatch.setattr(datasets, "_reachable", lambda urls, timeout=0.0: False)
+    monkeypatch.setattr(locations, "reachable", lambda urls, timeout=0.0: False)
 
 
 def mnist(**changes):
@@ -50,8 +50,13 @@ def imagenet(**changes):
     return ContinualImageNet(**settings)
 
 
-CBP = dict(algorithm="continual_backprop", replacement_rate=0.01, maturity_threshold=50)
-SNP = dict(algorithm="shrink_and_perturb", weight_decay=1e-3, noise_std=1e-3)
+CBP = dict(method="continual_backprop", hyperparameters=dict(replacement_rate=0.01, maturity_threshold=50))
+SNP = dict(method="shrink_and_perturb", hyperparameters=dict(weight_decay=1e-3, noise_std=1e-3))
+
+
+def key_dir(out_dir, cfg):
+    """The directory of run ``cfg`` under ``out_dir``."""
+    return runner.run_directory(cfg, out_dir)
 
 
 def mnist_run(configs, **kwargs):
@@ -99,8 +104,7 @@ def forbid_training(monkeypatch):
 
     monkeypatch.setattr(Lockstep, "__init__", refuse)
     monkeypatch.setattr(Lockstep, "learn", refuse)
-    for cls in (experiments.Backprop, experiments.ShrinkAndPerturb, experiments.ContinualBackprop):
-        monkeypatch.setattr(cls, "learn", refuse)
+    monkeypatch.setattr(Learner, "learn", refuse)
 
 
 def snapshot(directory: Path) -> dict:
@@ -163,7 +167,7 @@ def test_resumed_permuted_mnist_equals_uninterrupted_run(settings, tmp_path, mon
     configs = runs(mnist(**settings), 2)
     backend = "reference" if settings.get("norm") else "engine"
     uninterrupted = mnist_run(configs, backend=backend)
-    trainer = experiments._Reference if backend == "reference" else Lockstep
+    trainer = runner.Reference if backend == "reference" else Lockstep
     assert {r.meta["backend"] for r in uninterrupted} == {backend}
 
     with monkeypatch.context() as m:
@@ -172,20 +176,42 @@ def test_resumed_permuted_mnist_equals_uninterrupted_run(settings, tmp_path, mon
             mnist_run(configs, out_dir=tmp_path, checkpoint_every=0, backend=backend)
         assert calls["n"] == 3
     for cfg in configs:
-        directory = tmp_path / run_key(cfg)
+        directory = key_dir(tmp_path, cfg)
         assert (directory / "checkpoint.pt").exists()
         partial = load_result(directory)
         assert partial.tasks_done == 2 and not partial.complete
 
     resumed = mnist_run(configs, out_dir=tmp_path, checkpoint_every=0, backend=backend)
     for a, b in zip(resumed, uninterrupted):
-        assert a.meta["resumed_from_task"] == 2
+        assert a.meta["resumed_from"]["task"] == 2
         assert_identical(a, b)
-        assert not (tmp_path / run_key(a.config) / "checkpoint.pt").exists()
+        assert not (key_dir(tmp_path, a.config) / "checkpoint.pt").exists()
+
+
+@pytest.mark.parametrize("backend,cut", [("engine", 2), ("engine", 6), ("reference", 3)])
+def test_resumed_in_the_middle_of_a_task_equals_uninterrupted_run(backend, cut, tmp_path, monkeypatch):
+    """Tasks of 600 examples are trained in chunks of 250, 250 and 100, with a checkpoint after each (here:
+    checkpoint_every=0): cut during chunk ``cut``, in the middle of a task, the run resumes after the chunk before
+    and ends with the uninterrupted numbers."""
+    configs = [mnist(examples_per_task=600, tasks=3, **CBP), mnist(examples_per_task=600, tasks=3, seed=1)]
+    uninterrupted = mnist_run(configs, backend=backend)
+    trainer = runner.Reference if backend == "reference" else Lockstep
+    with monkeypatch.context() as m:
+        interrupt_on_call(m, trainer, "train_online", cut)
+        with pytest.raises(Interrupted):
+            mnist_run(configs, out_dir=tmp_path, checkpoint_every=0, backend=backend)
+    saved = torch.load(key_dir(tmp_path, configs[0]) / "checkpoint.pt", weights_only=True)
+    assert saved["position"] is not None                       # inside a task
+    assert saved["position"]["shared"]["steps"] == [250, 500][(cut - 2) % 3]
+    resumed = mnist_run(configs, out_dir=tmp_path, checkpoint_every=0, backend=backend)
+    for a, b in zip(resumed, uninterrupted):
+        assert a.meta["resumed_from"]["task"] == (cut - 1) // 3
+        assert_identical(a, b)
 
 
 def test_resumed_continual_imagenet_equals_uninterrupted_run(tmp_path, monkeypatch):
-    configs = [imagenet(algorithm="continual_backprop", replacement_rate=0.01, maturity_threshold=5)]
+    configs = [imagenet(method="continual_backprop",
+                        hyperparameters=dict(replacement_rate=0.01, maturity_threshold=5))]
     uninterrupted = imagenet_run(configs)
     assert all(len(r.accuracy) == len(r.train_accuracy) == 3 for r in uninterrupted)
 
@@ -194,11 +220,33 @@ def test_resumed_continual_imagenet_equals_uninterrupted_run(tmp_path, monkeypat
         with pytest.raises(Interrupted):
             imagenet_run(configs, out_dir=tmp_path, checkpoint_every=0)
     for cfg in configs:
-        assert load_result(tmp_path / run_key(cfg)).tasks_done == 1
+        assert load_result(key_dir(tmp_path, cfg)).tasks_done == 1
 
     resumed = imagenet_run(configs, out_dir=tmp_path, checkpoint_every=0)
     for a, b in zip(resumed, uninterrupted):
-        assert a.meta["resumed_from_task"] == 1
+        assert a.meta["resumed_from"]["task"] == 1
+        assert_identical(a, b)
+
+
+@pytest.mark.parametrize("cut", [2, 3, 6, 7])
+def test_continual_imagenet_resumed_in_the_middle_of_a_task_equals_uninterrupted_run(cut, tmp_path, monkeypatch):
+    """Tasks of 3 epochs of 2 mini-batches: cut during any mini-batch (inside an epoch, at its end, in the next
+    task), the run resumes after the one before, with the same shuffling of the rest of the task."""
+    configs = runs(imagenet(epochs=3, batch_size=10, train_per_class=10, **CBP), 2)
+    uninterrupted = imagenet_run(configs)
+    with monkeypatch.context() as m:
+        interrupt_on_call(m, Lockstep, "train_batch", cut)
+        with pytest.raises(Interrupted):
+            imagenet_run(configs, out_dir=tmp_path, checkpoint_every=0)
+    saved = torch.load(key_dir(tmp_path, configs[0]) / "checkpoint.pt", weights_only=True)
+    done = cut - 1                                            # mini-batches finished before the cut
+    assert len(saved["accuracy"]) == done // 6
+    if done % 6:
+        assert saved["position"]["shared"]["steps"] == done % 6
+    else:
+        assert saved["position"] is None
+    resumed = imagenet_run(configs, out_dir=tmp_path, checkpoint_every=0)
+    for a, b in zip(resumed, uninterrupted):
         assert_identical(a, b)
 
 
@@ -217,26 +265,26 @@ def test_finished_runs_are_loaded_not_recomputed(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("crash_at", [2, 3], ids=["middle", "last-task"])
 def test_interrupted_while_saving_result_still_resumes(crash_at, tmp_path, monkeypatch):
-    """A crash between writing arrays.npz and result.json (written one after the other, each atomically) must not
-    strand the run: checkpoint.pt was written first and is intact, so calling again should resume from it and
-    finish with the uninterrupted numbers, leaving a complete, loadable result and no checkpoint."""
+    """A crash while writing result.json (after checkpoint.pt, each atomically) must not strand the run: the
+    checkpoint is intact, so calling again resumes from it and finishes with the uninterrupted numbers, leaving a
+    complete, loadable result and no checkpoint."""
     cfg = mnist(tasks=3, **CBP)
     [uninterrupted] = mnist_run(cfg)
-    original = results_module.atomic_write
+    original = io.atomic_write
     writes = {"result.json": 0}
 
     def crash_while_writing_result_json(path, write):
         if Path(path).name == "result.json":
             writes["result.json"] += 1
-            if writes["result.json"] == crash_at:     # arrays.npz of this task is already in place
+            if writes["result.json"] == crash_at:     # checkpoint.pt of this point is already in place
                 raise Interrupted("crashed while writing result.json")
         return original(path, write)
 
     with monkeypatch.context() as m:
-        m.setattr(results_module, "atomic_write", crash_while_writing_result_json)
+        m.setattr(io, "atomic_write", crash_while_writing_result_json)
         with pytest.raises(Interrupted):
             mnist_run(cfg, out_dir=tmp_path, checkpoint_every=0)
-    directory = tmp_path / run_key(cfg)
+    directory = key_dir(tmp_path, cfg)
     assert (directory / "checkpoint.pt").exists()
     [resumed] = mnist_run(cfg, out_dir=tmp_path, checkpoint_every=0)
     assert_identical(resumed, uninterrupted)
@@ -249,13 +297,14 @@ def test_saved_files_and_load_results(tmp_path):
     configs = [mnist(tasks=2), mnist(tasks=2, seed=1, **SNP)]
     returned = mnist_run(configs, out_dir=tmp_path)
     directories = sorted(p for p in tmp_path.iterdir() if p.is_dir())
-    assert [p.name for p in directories] == sorted(run_key(c) for c in configs)
+    assert [p.name for p in directories] == sorted(key_dir(tmp_path, c).name for c in configs)
     for cfg, result in zip(configs, returned):
-        directory = tmp_path / run_key(cfg)
-        assert sorted(p.name for p in directory.iterdir()) == ["arrays.npz", "result.json"]   # no checkpoint
+        directory = key_dir(tmp_path, cfg)
+        assert sorted(p.name for p in directory.iterdir()) == [".lock", "result.json"]   # no checkpoint
         record = json.loads((directory / "result.json").read_text())
         assert record["experiment"] == "PermutedMNIST"
         assert record["config"] == json.loads(json.dumps(dataclasses.asdict(cfg)))
+        assert record["accuracy"] == result.accuracy.tolist()
         assert record["config"]["seed"] == cfg.seed
         assert record["complete"] is True and record["tasks_done"] == cfg.tasks
         meta = record["meta"]
@@ -265,14 +314,13 @@ def test_saved_files_and_load_results(tmp_path):
         assert meta["python"].count(".") == 2
         assert meta["device"] == "cpu" and meta["backend"] == "engine"
         assert meta["wall_time_s"] > 0
-        with np.load(directory / "arrays.npz") as npz:
-            assert np.array_equal(npz["accuracy"], result.accuracy)
-            assert sorted(npz.files) == sorted(["accuracy", "train_accuracy", *(f"metrics/{k}" for k in METRIC_KEYS)])
-    loaded = {run_key(r.config): r for r in load_results(tmp_path)}
+        assert meta["dataset_id"].startswith("digits") and len(meta["dataset_id"]) > 12
+        assert sorted(record["metrics"]) == sorted(METRIC_KEYS)
+    loaded = {r.config.seed: r for r in load_results(tmp_path)}
     assert len(loaded) == 2
     for result in returned:
-        assert_identical(loaded[run_key(result.config)], result)
-        assert loaded[run_key(result.config)].meta == result.meta
+        assert_identical(loaded[result.config.seed], result)
+        assert loaded[result.config.seed].meta == result.meta
 
 
 def test_permuted_mnist_result_shapes():
@@ -305,7 +353,7 @@ def finished_run(tmp_path_factory):
     """An out_dir holding one finished run."""
     out = tmp_path_factory.mktemp("finished")
     with pytest.MonkeyPatch.context() as m:
-        m.setattr(datasets, "_reachable", lambda urls, timeout=0.0: False)
+        m.setattr(locations, "reachable", lambda urls, timeout=0.0: False)
         with pytest.warns(DataWarning):
             mnist_run(mnist(tasks=2, seed=7), out_dir=out)
     return out
@@ -315,18 +363,20 @@ GOOD = mnist(tasks=2, seed=8)       # a valid, unfinished run listed before the 
 
 
 @pytest.mark.parametrize("configs,match", [
-    ([GOOD, mnist(algorithm="adagrad")], "algorithm"),
+    ([GOOD, mnist(method="adagrad")], "unknown method 'adagrad'"),
     ([GOOD, mnist(step_size=-0.01)], "step_size"),
-    ([GOOD, mnist(algorithm="l2", weight_decay=0.0)], "weight_decay"),
+    ([GOOD, mnist(method="l2", hyperparameters=dict(weight_decay=0.0))], "weight_decay"),
+    ([GOOD, mnist(method="l2", hyperparameters=dict(replacement_rate=1e-4))], "hyperparameter of continual_backprop"),
     ([GOOD, mnist(data="nope")], "data"),
     ([GOOD, mnist(norm="batch")], "batch"),
-    ([GOOD, mnist(replacement_rate=2.0, algorithm="continual_backprop")], "replacement_rate"),
+    ([GOOD, mnist(method="continual_backprop", hyperparameters=dict(replacement_rate=2.0))], "replacement_rate"),
     ([GOOD, mnist(optimizer="adam", momentum=0.9)], "momentum"),
     ([GOOD, mnist(seed=-1)], "seed"),
+    ([GOOD, mnist(width="100")], "width"),
     ([GOOD, mnist(tasks=2, seed=8)], "same run"),
     ([], "no configs"),
-], ids=["algorithm", "step_size", "l2-without-decay", "data", "batch-norm", "rate", "adam-momentum", "seed",
-        "duplicate", "empty"])
+], ids=["method", "step_size", "l2-without-decay", "hyperparameter-of-another-method", "data", "batch-norm", "rate",
+        "adam-momentum", "seed", "width-a-string", "duplicate", "empty"])
 def test_bad_input_fails_before_any_work(configs, match, finished_run, tmp_path, monkeypatch):
     out = tmp_path / "out"
     shutil.copytree(finished_run, out)
@@ -376,11 +426,11 @@ def test_a_different_run_in_the_same_directory_is_refused(tmp_path, monkeypatch)
         with pytest.raises(Interrupted):
             mnist_run(cfg, out_dir=tmp_path, checkpoint_every=0)
     # pretend another config was saved under this run's key
-    directory = tmp_path / run_key(cfg)
-    saved = torch.load(directory / "checkpoint.pt", weights_only=False)
+    directory = key_dir(tmp_path, cfg)
+    saved = torch.load(directory / "checkpoint.pt", weights_only=True)
     saved["config"]["step_size"] = 0.5
     torch.save(saved, directory / "checkpoint.pt")
-    with pytest.raises(ValueError, match="different run"):
+    with pytest.raises(ValueError, match="other settings.*step_size"):
         mnist_run(cfg, out_dir=tmp_path)
 
 
@@ -391,7 +441,7 @@ def test_runs_gives_n_seeds():
     assert [c.seed for c in copies] == [0, 1, 2]
     assert all(dataclasses.replace(c, seed=cfg.seed) == cfg for c in copies)
     assert [c.seed for c in runs(cfg, 2, first_seed=10)] == [10, 11]
-    assert len({run_key(c) for c in copies}) == 3
+    assert len({run_key(c, "data") for c in copies}) == 3
     assert runs(cfg, 0) == []
 
 
@@ -405,7 +455,7 @@ def test_resolve_scale(monkeypatch):
         resolve_scale("full")
     monkeypatch.delenv("LOPBOOK_SCALE")
     with pytest.raises(ValueError, match="scale"):
-        resolve_scale("medium")
+        resolve_scale("huge")
 
 
 def test_mean_and_stderr_known_values():
@@ -435,7 +485,7 @@ def test_group_by_label_and_labels():
     assert [r.config.seed for r in groups["Backprop"]] == [0, 1]
     assert [r.config.seed for r in groups["Continual backprop"]] == [0, 1]
     assert mnist(dropout=0.1, **SNP).name == "Shrink and Perturb, dropout 0.1"
-    assert mnist(norm="layer", algorithm="l2", weight_decay=1e-3).name == "L2, layer norm"
+    assert mnist(norm="layer", method="l2", hyperparameters=dict(weight_decay=1e-3)).name == "L2, layer norm"
 
 
 # ----------------------------------------------------------------------------------------------- linear baseline
@@ -466,8 +516,8 @@ def test_headline_backprop_loses_plasticity_continual_backprop_keeps_it():
     backprop's holds (Dohare et al., 2024, Fig. 1 at toy scale)."""
     common = dict(width=100, depth=3, step_size=0.03, examples_per_task=2000, tasks=25, metrics_every=0,
                   data="digits")
-    configs = runs(PermutedMNIST(**common), 2) + runs(PermutedMNIST(algorithm="continual_backprop",
-                                                                    replacement_rate=1e-3, **common), 2)
+    configs = runs(PermutedMNIST(**common), 2) + runs(
+        PermutedMNIST(**common).with_method("continual_backprop", replacement_rate=1e-3), 2)
     results = mnist_run(configs)
     accuracy = {name: np.array([r.accuracy for r in rs]).mean(axis=0)
                 for name, rs in group_by_label(results).items()}
@@ -498,7 +548,7 @@ def test_groups_in_worker_processes_save_their_runs(tmp_path):
     configs = [mnist(tasks=2), mnist(tasks=2, dropout=0.1)]
     first = mnist_run(configs, out_dir=tmp_path, workers=2)
     for cfg in configs:
-        assert load_result(tmp_path / run_key(cfg)).complete
+        assert load_result(key_dir(tmp_path, cfg)).complete
     again = mnist_run(configs, out_dir=tmp_path, workers=2)
     for a, b in zip(first, again):
         assert_identical(a, b)

@@ -284,24 +284,28 @@ def test_continual_backprop_replacement_counts_convnet():
 # ===================================================================================================== reinitialisation
 
 
-class CapturingCBP(ContinualBackprop):
-    """Records the state right before and right after every reinitialisation."""
+def snapshot(learner):
+    return dict(params=params(learner.net),
+                utility=[u.clone() for u in learner.utility],
+                bias_corrected=[learner.bias_corrected_utility(l).clone()
+                                for l in range(len(learner.utility))],
+                age=[a.clone() for a in learner.age],
+                mean_activation=[m.clone() for m in learner.mean_activation])
 
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.records = []
 
-    def snapshot(self):
-        return dict(params=params(self.net),
-                    utility=[u.clone() for u in self.utility],
-                    bias_corrected=[self.bias_corrected_utility(l).clone() for l in range(len(self.utility))],
-                    age=[a.clone() for a in self.age],
-                    mean_activation=[m.clone() for m in self.mean_activation])
+def capture_replacements(learner):
+    """Record the learner's state right before and right after every replacement (the
+    method's ``replace``, called by ``after_step`` with the units it chose)."""
+    records = []
+    replace = learner.method.replace
 
-    def reinitialise(self, l, units):
-        before = self.snapshot()
-        super().reinitialise(l, units)
-        self.records.append((l, units.clone(), before, self.snapshot()))
+    def recording(l, runs, counts, units):
+        before = snapshot(learner)
+        replace(l, runs, counts, units)
+        records.append((l, units.clone(), before, snapshot(learner)))
+
+    learner.method.replace = recording
+    return records
 
 
 def _param_index(net, tensor):
@@ -315,13 +319,15 @@ def test_reinitialised_units(kind, optimizer, utility):
     conv = kind == "convnet"
     net = ConvNet(seed=6) if conv else small_mlp(seed=6, width=10, depth=3)
     maturity = 2
-    learner = CapturingCBP(net, step_size=0.01, optimizer=optimizer, replacement_rate=0.1 if conv else 0.2,
-                           maturity_threshold=maturity, utility=utility, seed=3)
+    learner = ContinualBackprop(net, step_size=0.01, optimizer=optimizer,
+                                replacement_rate=0.1 if conv else 0.2, maturity_threshold=maturity,
+                                utility=utility, seed=3)
+    records = capture_replacements(learner)
     for x, y in batches(7, 5 if conv else 8, batch=3, conv=conv, n_classes=2 if conv else OUT):
         learner.learn(x, y)
-    assert learner.records
+    assert records
     layers = net.weight_layers()
-    for l, units, before, after in learner.records:
+    for l, units, before, after in records:
         units_list = units.tolist()
         assert len(set(units_list)) == len(units_list)
         n = net.hidden_sizes[l]
@@ -361,7 +367,7 @@ def test_reinitialised_units(kind, optimizer, utility):
                 if k != l:
                     assert torch.equal(after[key][k], before[key][k])
     total = [0] * len(net.hidden_sizes)
-    for l, units, _, _ in learner.records:
+    for l, units, _, _ in records:
         total[l] += len(units)
     assert total == learner.replacements
 
@@ -372,7 +378,7 @@ def test_replacement_uses_bias_corrected_utility():
     net = small_mlp(seed=3, width=4, depth=1)
     learner = ContinualBackprop(net, step_size=0.01, replacement_rate=0.25, maturity_threshold=0, decay_rate=0.99,
                                 seed=0)
-    learner.age[0][:] = torch.tensor([1000, 1, 1000, 1000])
+    learner.method.birth[0][0] = torch.tensor([-1000, -1, -1000, -1000])   # ages 1000, 1, 1000, 1000
     learner.utility[0][:] = torch.tensor([0.5, 0.05, 10.0, 10.0])
     x, y = batches(0, 1, batch=2)[0]
     learner.learn(x, y)  # 4 eligible x 0.25 = 1 replacement
@@ -644,7 +650,7 @@ def test_continual_backprop_state_dict_roundtrip(optimizer):
     for name in ("utility", "age", "mean_activation"):
         for a, b in zip(getattr(learner, name), getattr(fresh, name)):
             assert torch.equal(a, b)
-    assert fresh.accumulated == pytest.approx(learner.accumulated)
+    assert fresh.method.accumulated == pytest.approx(learner.method.accumulated)
     assert torch.equal(fresh.generator.get_state(), learner.generator.get_state())
 
 

@@ -61,8 +61,9 @@ class Networks:
     weights, biases : weight layer ``l``'s parameters, ``[runs, out, ...]`` and
         ``[runs, out]``; hidden layer ``l`` is the output of ``weights[l]`` and
         feeds ``weights[l + 1]``.
-    gains, shifts : layer norm's per-unit parameters, ``[runs, units]`` per
-        hidden layer (empty lists without layer norm).
+    gains, shifts : the normalisation layers' per-unit parameters, ``[runs, units]``
+        per hidden layer (empty lists without normalisation).
+    running_means, running_vars : batch norm's running statistics (or empty lists).
     params : every parameter tensor, in the networks' parameter order.
     generators : one random generator per run (dropout masks, noise, new units).
     init_bounds : half-width of the uniform distribution each weight layer was
@@ -74,9 +75,11 @@ class Networks:
                  gains: list[torch.Tensor], shifts: list[torch.Tensor],
                  generators: Sequence[torch.Generator], init_bounds: list[float],
                  buffers: Callable[[int], list[torch.Tensor]],
-                 clock: list[int] | None = None):
+                 clock: list[int] | None = None,
+                 running: tuple[list[torch.Tensor], list[torch.Tensor]] = ([], [])):
         self.weights, self.biases = weights, biases
         self.gains, self.shifts = gains, shifts
+        self.running_means, self.running_vars = running    # batch norm (reference learners)
         self.generators = list(generators)
         self.init_bounds = init_bounds      # half-width of each layer's uniform initial weights
         self._buffers = buffers
@@ -128,7 +131,9 @@ class Networks:
         view = Networks([w[part] for w in self.weights], [b[part] for b in self.biases],
                         [g[part] for g in self.gains], [s[part] for s in self.shifts],
                         self.generators[part], self.init_bounds,
-                        lambda i: [b[part] for b in self._buffers(i)], self._clock)
+                        lambda i: [b[part] for b in self._buffers(i)], self._clock,
+                        ([m[part] for m in self.running_means],
+                         [v[part] for v in self.running_vars]))
         return view
 
 
@@ -193,11 +198,12 @@ class Method:
 
 
 def _take(value, r):
+    """Run ``r``'s part of a state entry, as a CPU tensor (checkpoints hold tensors only)."""
     if isinstance(value, list):
         return [_take(v, r) for v in value]
     if isinstance(value, torch.Tensor):
         return value[r].detach().clone().cpu()
-    return np.array(value[r], copy=True)
+    return torch.from_numpy(np.array(value[r], copy=True))
 
 
 def _put(value, r, saved):
@@ -207,4 +213,4 @@ def _put(value, r, saved):
     elif isinstance(value, torch.Tensor):
         value[r].copy_(torch.as_tensor(saved))
     else:
-        value[r] = saved
+        value[r] = np.asarray(saved)

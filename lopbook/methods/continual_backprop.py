@@ -150,21 +150,25 @@ class ContinualBackprop(Method):
         return counts
 
     def reinitialise(self, l: int, counts: np.ndarray) -> None:
-        """Replace ``counts[r]`` units of hidden layer ``l`` in each run ``r``."""
-        nets, d = self.nets, self.hp.decay_rate
+        """Replace ``counts[r]`` units of hidden layer ``l`` in each run ``r``: the
+        mature units of lowest (bias-corrected) utility."""
         runs = np.flatnonzero(counts)
         counts = counts[runs]
-        # the lowest-utility mature units of each of these runs
-        age = nets.step - self.birth[l][runs]
-        utility = self.utility[l][runs] / (1 - d ** age)
+        age = self.nets.step - self.birth[l][runs]
+        utility = self.utility[l][runs] / (1 - self.hp.decay_rate ** age)
         order = lowest_utility(utility, age > self.hp.maturity_threshold, int(counts.max()))
-        which = np.repeat(np.arange(len(runs)), counts)
-        rank = np.concatenate([np.arange(c) for c in counts])
-        units = order[torch.as_tensor(which, device=nets.device),
-                      torch.as_tensor(rank, device=nets.device)]
+        device = self.nets.device
+        which = torch.as_tensor(np.repeat(np.arange(len(runs)), counts), device=device)
+        rank = torch.as_tensor(np.concatenate([np.arange(c) for c in counts]), device=device)
+        self.replace(l, runs, counts, order[which, rank])
+
+    def replace(self, l: int, runs: np.ndarray, counts: np.ndarray,
+                units: torch.Tensor) -> None:
+        """Give run ``runs[i]`` ``counts[i]`` new units in hidden layer ``l`` (``units``:
+        their indices, run after run): fresh incoming weights as at initialisation,
+        zero bias, zero outgoing weights."""
+        nets, n = self.nets, self.nets.hidden_sizes[l]
         run = torch.as_tensor(np.repeat(runs, counts), device=nets.device)
-        n = nets.hidden_sizes[l]
-        # fresh incoming weights as at initialisation, zero bias, zero outgoing weights
         fresh = [nets.fresh_weights(l, c, nets.generators[r]) for r, c in zip(runs, counts)]
         nets.weights[l][run, units] = torch.cat(fresh)
         nets.biases[l][run, units] = 0.0
@@ -173,17 +177,20 @@ class ContinualBackprop(Method):
         self.replacements[runs, l] += counts
 
     def reset_unit_state(self, l: int, run: torch.Tensor, units: torch.Tensor) -> None:
-        """New units start with age and utility zero, reset layer-norm parameters and
+        """New units start with age and utility zero, reset normalisation parameters and
         no optimiser state (momentum, Adam's moments) in their weights."""
         nets, n = self.nets, self.nets.hidden_sizes[l]
         self.utility[l][run, units] = 0.0
         self.mean_activation[l][run, units] = 0.0
         self.birth[l][run, units] = nets.step
         rows = [nets.weights[l], nets.biases[l]]
-        if nets.gains:
+        if nets.gains:                                     # normalisation of the new units
             nets.gains[l][run, units] = 1.0
             nets.shifts[l][run, units] = 0.0
             rows += [nets.gains[l], nets.shifts[l]]
+        for mean, var in zip(nets.running_means[l:l + 1], nets.running_vars[l:l + 1]):
+            mean[run, units] = 0.0                         # batch norm's running statistics
+            var[run, units] = 1.0
         for p in rows:
             for buffer in nets.optimizer_buffers(p):
                 buffer[run, units] = 0.0

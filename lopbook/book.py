@@ -7,6 +7,7 @@
   the HTML book, in Jupyter and in Colab (it is the code that trained the figures);
 * :func:`data_note`, :func:`caption` and :func:`table` — honest captions and tables.
 """
+
 from __future__ import annotations
 
 import ast
@@ -22,13 +23,29 @@ from . import presets
 from .results import RunResult, group_by_label
 from .runtime import get_device
 
-__all__ = ["setup", "parameters", "show", "Source", "data_note", "caption", "table",
-           "scale_name"]
+__all__ = [
+    "setup",
+    "parameters",
+    "show",
+    "Source",
+    "data_note",
+    "caption",
+    "table",
+    "scale_name",
+]
 
 #: colours of the methods, the same in every figure of the book
-COLORS = {"Backprop": "C0", "L2": "C2", "Shrink and Perturb": "C1", "Dropout": "C4",
-          "Layer norm": "C8", "Adam": "C9", "Continual backprop": "C3", "L2 Init": "C5",
-          "ReDo": "C6"}
+COLORS = {
+    "Backprop": "C0",
+    "L2": "C2",
+    "Shrink and Perturb": "C1",
+    "Dropout": "C4",
+    "Layer norm": "C8",
+    "Adam": "C9",
+    "Continual backprop": "C3",
+    "L2 Init": "C5",
+    "ReDo": "C6",
+}
 
 
 def setup(threads: int | None = 1) -> torch.device:
@@ -42,9 +59,19 @@ def setup(threads: int | None = 1) -> torch.device:
     # Adam's moments of unused weights decay into denormal floats, which a CPU handles
     # very slowly; flushing them to zero changes nothing visible.
     torch.set_flush_denormal(True)
-    mpl.rcParams.update({"figure.dpi": 110, "font.size": 10, "axes.titlesize": 10.5,
-                         "axes.labelsize": 10, "legend.fontsize": 9, "xtick.labelsize": 9,
-                         "ytick.labelsize": 9, "axes.grid": True, "grid.alpha": 0.3})
+    mpl.rcParams.update(
+        {
+            "figure.dpi": 110,
+            "font.size": 10,
+            "axes.titlesize": 10.5,
+            "axes.labelsize": 10,
+            "legend.fontsize": 9,
+            "xtick.labelsize": 9,
+            "ytick.labelsize": 9,
+            "axes.grid": True,
+            "grid.alpha": 0.3,
+        }
+    )
     print("device:", device)
     return device
 
@@ -73,11 +100,15 @@ def parameters(chapter: str, namespace: dict):
     knobs = presets.CHAPTERS[chapter]
     unknown = sorted(_papermill_names(namespace) - set(knobs) - {"scale"})
     if unknown:
-        raise ValueError(f"unknown parameter {', '.join(unknown)} for {chapter}; its parameters "
-                         f"are scale, {', '.join(knobs)}")
+        raise ValueError(
+            f"unknown parameter {', '.join(unknown)} for {chapter}; its parameters "
+            f"are scale, {', '.join(knobs)}"
+        )
     scale = namespace.get("scale", "quick")
     if not isinstance(scale, str):
-        raise TypeError(f"parameter scale must be a string ({', '.join(presets.SCALES)})")
+        raise TypeError(
+            f"parameter scale must be a string ({', '.join(presets.SCALES)})"
+        )
     return presets.resolve(chapter, scale, {k: namespace.get(k) for k in knobs})
 
 
@@ -97,7 +128,9 @@ class Source:
         return (f"# {self.title}\n" if self.title else "") + self.code
 
     def _repr_markdown_(self) -> str:
-        return (f"*{self.title}*\n\n" if self.title else "") + f"```python\n{self.code}\n```"
+        return (
+            f"*{self.title}*\n\n" if self.title else ""
+        ) + f"```python\n{self.code}\n```"
 
     def _repr_html_(self) -> str:
         try:
@@ -105,14 +138,25 @@ class Source:
             from pygments.formatters import HtmlFormatter
             from pygments.lexers import PythonLexer
 
-            body = highlight(self.code, PythonLexer(),
-                             HtmlFormatter(noclasses=True, nobackground=True, style="friendly"))
-        except ImportError:                                  # pragma: no cover
+            body = highlight(
+                self.code,
+                PythonLexer(),
+                HtmlFormatter(noclasses=True, nobackground=True, style="friendly"),
+            )
+        except ImportError:  # pragma: no cover
             body = f"<pre>{html.escape(self.code)}</pre>"
-        title = (f"<div style='font-size: 0.8em; color: #666; margin-bottom: 2px'>"
-                 f"{html.escape(self.title)}</div>") if self.title else ""
-        return (f"<div class='lopbook-source' style='border-left: 3px solid #88a; "
-                f"padding: 2px 0 2px 10px; overflow-x: auto'>{title}{body}</div>")
+        title = (
+            (
+                f"<div style='font-size: 0.8em; color: #666; margin-bottom: 2px'>"
+                f"{html.escape(self.title)}</div>"
+            )
+            if self.title
+            else ""
+        )
+        return (
+            f"<div class='lopbook-source' style='border-left: 3px solid #88a; "
+            f"padding: 2px 0 2px 10px; overflow-x: auto'>{title}{body}</div>"
+        )
 
 
 def show(*objects) -> Source:
@@ -132,7 +176,8 @@ def show(*objects) -> Source:
     return Source("\n\n\n".join(parts), "from " + ", ".join(files))
 
 
-# ------------------------------------------------------------------------- captions and tables
+# ------------------------------------------------------------------------- captions and
+# tables
 def data_note(results: list[RunResult]) -> str:
     """Which data every run in ``results`` was trained on (several data sets: each named
     with its runs), and the fallback warning if any."""
@@ -142,10 +187,13 @@ def data_note(results: list[RunResult]) -> str:
     if len(datasets) == 1:
         note = f"data: {next(iter(datasets))}"
     else:
-        note = "data: " + "; ".join(f"{name} ({len(rs)} runs: "
-                                    f"{', '.join(sorted({r.label for r in rs}))})"
-                                    for name, rs in datasets.items())
-    warnings = sorted({r.meta["dataset_warning"] for r in results if r.meta.get("dataset_warning")})
+        note = "data: " + "; ".join(
+            f"{name} ({len(rs)} runs: {', '.join(sorted({r.label for r in rs}))})"
+            for name, rs in datasets.items()
+        )
+    warnings = sorted(
+        {r.meta["dataset_warning"] for r in results if r.meta.get("dataset_warning")}
+    )
     if warnings:
         note += ". **" + " ".join(warnings) + "**"
     return note
@@ -156,17 +204,24 @@ def runs_note(results: list[RunResult]) -> str:
     counts = {label: len(group) for label, group in group_by_label(results).items()}
     if len(set(counts.values())) == 1:
         n = next(iter(counts.values()))
-        return f"{n} run{'s' * (n > 1)} of each setting" if len(counts) > 1 else \
-            f"{n} run{'s' * (n > 1)}"
-    return ", ".join(f"{n} run{'s' * (n > 1)} of {label}" for label, n in counts.items())
+        return (
+            f"{n} run{'s' * (n > 1)} of each setting"
+            if len(counts) > 1
+            else f"{n} run{'s' * (n > 1)}"
+        )
+    return ", ".join(
+        f"{n} run{'s' * (n > 1)} of {label}" for label, n in counts.items()
+    )
 
 
 def caption(P, results: list[RunResult], setting: str, paper: str = ""):
     """A figure caption: scale, setting, runs, data, and the paper's setting."""
     from IPython.display import Markdown
 
-    text = (f"*{scale_name(P)}: {setting}; {runs_note(results)} (mean ± standard error); "
-            f"{data_note(results)}.")
+    text = (
+        f"*{scale_name(P)}: {setting}; {runs_note(results)} (mean ± standard error); "
+        f"{data_note(results)}."
+    )
     if paper:
         text += f" The paper: {paper}."
     return Markdown(text + "*")
@@ -177,7 +232,11 @@ def table(header: list[str], rows: list[list]):
     from IPython.display import HTML
 
     cell = "<{0} style='padding: 2px 10px; text-align: left'>{1}</{0}>"
-    lines = ["<tr>" + "".join(cell.format("th", html.escape(str(h))) for h in header) + "</tr>"]
+    lines = [
+        "<tr>"
+        + "".join(cell.format("th", html.escape(str(h))) for h in header)
+        + "</tr>"
+    ]
     for row in rows:
         lines.append("<tr>" + "".join(cell.format("td", c) for c in row) + "</tr>")
     return HTML("<table>" + "".join(lines) + "</table>")

@@ -9,6 +9,7 @@ hyperparameters, the optimiser, the network and the problem. Change one with
 >>> cbp.name, cbp.method_settings().maturity_threshold
 ('Continual backprop', 100)
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -22,8 +23,15 @@ import numpy as np
 from . import methods as registry
 from .methods.base import Hyperparameters
 
-__all__ = ["Learning", "PermutedMNIST", "ContinualImageNet", "runs", "run_key", "CONFIGS",
-           "KEY_VERSION"]
+__all__ = [
+    "Learning",
+    "PermutedMNIST",
+    "ContinualImageNet",
+    "runs",
+    "run_key",
+    "CONFIGS",
+    "KEY_VERSION",
+]
 
 #: bumped whenever a change of the code changes the numbers of existing runs
 KEY_VERSION = 2
@@ -61,8 +69,9 @@ class Learning:
 
     def with_method(self, method: str, label: str = "", **hyperparameters):
         """This config with another method and its hyperparameters (checked now)."""
-        changed = dataclasses.replace(self, method=method, hyperparameters=hyperparameters,
-                                      label=label)
+        changed = dataclasses.replace(
+            self, method=method, hyperparameters=hyperparameters, label=label
+        )
         changed.method_settings()
         return changed
 
@@ -83,7 +92,11 @@ class Learning:
     def name(self) -> str:
         if self.label:
             return self.label
-        name = registry.get(self.method).label if self.method in registry.REGISTRY else self.method
+        name = (
+            registry.get(self.method).label
+            if self.method in registry.REGISTRY
+            else self.method
+        )
         if self.optimizer == "adam":
             name = "Adam" if self.method == "backprop" else f"{name} (Adam)"
         if self.dropout:
@@ -94,33 +107,56 @@ class Learning:
 
     def validate(self) -> None:
         """Raise ``ValueError`` naming the bad setting and what is allowed."""
+
         def need(ok, message):
             if not ok:
                 raise ValueError(f"{type(self).__name__}({self.name}): {message}")
 
-        need(isinstance(self.hyperparameters, dict),
-             "hyperparameters must be a dict of the method's hyperparameters")
+        need(
+            isinstance(self.hyperparameters, dict),
+            "hyperparameters must be a dict of the method's hyperparameters",
+        )
         self.method_settings()
-        need(isinstance(self.seed, (int, np.integer)) and not isinstance(self.seed, bool)
-             and self.seed >= 0, f"seed must be a non-negative integer, got {self.seed!r}")
-        need(_number(self.step_size) and self.step_size > 0,
-             f"step_size must be a positive number, got {self.step_size!r}")
-        need(self.optimizer in ("sgd", "adam"),
-             f"optimizer must be 'sgd' or 'adam', got {self.optimizer!r}")
-        need(_number(self.momentum) and 0 <= self.momentum < 1,
-             f"momentum must be in [0, 1), got {self.momentum!r}")
-        need(self.optimizer == "sgd" or self.momentum == 0,
-             "momentum is an SGD setting (Adam uses betas)")
-        need(len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas),
-             f"betas must be two numbers in [0, 1), got {self.betas!r}")
-        need(_number(self.dropout) and 0 <= self.dropout < 1,
-             f"dropout must be in [0, 1), got {self.dropout!r}")
-        need(self.norm in (None, "layer", "batch"),
-             f"norm must be None, 'layer' or 'batch', got {self.norm!r}")
+        need(
+            isinstance(self.seed, (int, np.integer))
+            and not isinstance(self.seed, bool)
+            and self.seed >= 0,
+            f"seed must be a non-negative integer, got {self.seed!r}",
+        )
+        need(
+            _number(self.step_size) and self.step_size > 0,
+            f"step_size must be a positive number, got {self.step_size!r}",
+        )
+        need(
+            self.optimizer in ("sgd", "adam"),
+            f"optimizer must be 'sgd' or 'adam', got {self.optimizer!r}",
+        )
+        need(
+            _number(self.momentum) and 0 <= self.momentum < 1,
+            f"momentum must be in [0, 1), got {self.momentum!r}",
+        )
+        need(
+            self.optimizer == "sgd" or self.momentum == 0,
+            "momentum is an SGD setting (Adam uses betas)",
+        )
+        need(
+            len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas),
+            f"betas must be two numbers in [0, 1), got {self.betas!r}",
+        )
+        need(
+            _number(self.dropout) and 0 <= self.dropout < 1,
+            f"dropout must be in [0, 1), got {self.dropout!r}",
+        )
+        need(
+            self.norm in (None, "layer", "batch"),
+            f"norm must be None, 'layer' or 'batch', got {self.norm!r}",
+        )
         for name in ("tasks", "metrics_every", "probe_size"):
             value = getattr(self, name)
-            need(isinstance(value, (int, np.integer)) and not isinstance(value, bool),
-                 f"{name} must be an integer, got {value!r}")
+            need(
+                isinstance(value, (int, np.integer)) and not isinstance(value, bool),
+                f"{name} must be an integer, got {value!r}",
+            )
         need(self.tasks >= 1, f"tasks must be >= 1, got {self.tasks}")
         need(self.metrics_every >= 0, "metrics_every must be >= 0 (0: never)")
         need(self.probe_size >= 1, "probe_size must be >= 1")
@@ -130,9 +166,13 @@ class Learning:
         from .engine import RunSettings
         from .runtime import derive_seed
 
-        return RunSettings(seed=derive_seed(self.seed, 1), step_size=self.step_size,
-                           momentum=self.momentum, method=self.method,
-                           hyperparameters=self.method_settings())
+        return RunSettings(
+            seed=derive_seed(self.seed, 1),
+            step_size=self.step_size,
+            momentum=self.momentum,
+            method=self.method,
+            hyperparameters=self.method_settings(),
+        )
 
     def learner(self, net):
         """The reference learner for this config (:class:`lopbook.learners.Learner`)."""
@@ -141,18 +181,38 @@ class Learning:
 
         hp = dataclasses.asdict(self.method_settings())
         momentum = dict(momentum=self.momentum) if self.optimizer == "sgd" else {}
-        return Learner(net, self.step_size, method=self.method, optimizer=self.optimizer,
-                       betas=tuple(self.betas), seed=derive_seed(self.seed, 1), **momentum, **hp)
+        return Learner(
+            net,
+            self.step_size,
+            method=self.method,
+            optimizer=self.optimizer,
+            betas=tuple(self.betas),
+            seed=derive_seed(self.seed, 1),
+            **momentum,
+            **hp,
+        )
 
     def group_key(self) -> tuple:
         """Runs with equal keys can be trained together in lockstep."""
-        per_run = {"method", "hyperparameters", "seed", "label", "step_size", "momentum"}
-        return tuple((f.name, _plain(getattr(self, f.name))) for f in dataclasses.fields(self)
-                     if f.name not in per_run)
+        per_run = {
+            "method",
+            "hyperparameters",
+            "seed",
+            "label",
+            "step_size",
+            "momentum",
+        }
+        return tuple(
+            (f.name, _plain(getattr(self, f.name)))
+            for f in dataclasses.fields(self)
+            if f.name not in per_run
+        )
 
 
 def _number(value) -> bool:
-    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
+    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(
+        value, bool
+    )
 
 
 def _plain(value):
@@ -193,15 +253,21 @@ class PermutedMNIST(Learning):
         for name in ("examples_per_task", "width", "depth"):
             value = getattr(self, name)
             if not isinstance(value, (int, np.integer)) or value < 1:
-                raise ValueError(f"PermutedMNIST({self.name}): {name} must be an integer >= 1, "
-                                 f"got {value!r}")
+                raise ValueError(
+                    f"PermutedMNIST({self.name}): {name} must be an integer >= 1, "
+                    f"got {value!r}"
+                )
         if self.data not in ("auto", "train", "test", "digits"):
-            raise ValueError("PermutedMNIST: data must be 'auto', 'train', 'test' or 'digits', "
-                             f"got {self.data!r}")
+            raise ValueError(
+                "PermutedMNIST: data must be 'auto', 'train', 'test' or 'digits', "
+                f"got {self.data!r}"
+            )
         if self.norm == "batch":
-            raise ValueError("PermutedMNIST learns from one example at a time, where batch norm "
-                             "cannot work (each unit would be normalised by its own single "
-                             "value); use norm='layer'")
+            raise ValueError(
+                "PermutedMNIST learns from one example at a time, where batch norm "
+                "cannot work (each unit would be normalised by its own single "
+                "value); use norm='layer'"
+            )
 
 
 @dataclass
@@ -244,18 +310,26 @@ class ContinualImageNet(Learning):
     def validate(self) -> None:
         super().validate()
         if self.train_per_class < 0 or self.test_per_class < 0:
-            raise ValueError("train_per_class and test_per_class must be >= 0 (0: all images)")
+            raise ValueError(
+                "train_per_class and test_per_class must be >= 0 (0: all images)"
+            )
         if self.epochs < 1 or self.batch_size < 1:
-            raise ValueError(f"ContinualImageNet({self.name}): epochs and batch_size must be >= 1")
+            raise ValueError(
+                f"ContinualImageNet({self.name}): epochs and batch_size must be >= 1"
+            )
         if self.data not in ("auto", "imagenet", "tinyimagenet", "cifar100", "digits"):
-            raise ValueError("ContinualImageNet: data must be 'auto', 'imagenet', 'tinyimagenet', "
-                             f"'cifar100' or 'digits', got {self.data!r}")
+            raise ValueError(
+                "ContinualImageNet: data must be 'auto', 'imagenet', 'tinyimagenet', "
+                f"'cifar100' or 'digits', got {self.data!r}"
+            )
         if self.norm == "layer":
             raise ValueError("the ConvNet supports norm=None or 'batch'")
 
 
 #: every config class, by name (to read saved results back)
-CONFIGS: dict[str, type[Learning]] = {c.__name__: c for c in (PermutedMNIST, ContinualImageNet)}
+CONFIGS: dict[str, type[Learning]] = {
+    c.__name__: c for c in (PermutedMNIST, ContinualImageNet)
+}
 
 
 def runs(config, n: int, first_seed: int = 0) -> list:
@@ -267,19 +341,25 @@ def key_settings(config) -> dict:
     """What makes a run's numbers: every field that differs from its default (the label
     aside), and every method hyperparameter that differs from the method's default.
 
-    Adding a field with a default therefore leaves the keys of existing runs as they were.
+    Adding a field with a default therefore leaves the keys of existing runs as they
+    were.
     """
     defaults = type(config)()
     found = {}
     for f in dataclasses.fields(config):
         value = _jsonable(getattr(config, f.name))
-        if f.name in ("label", "hyperparameters") or value == _jsonable(getattr(defaults, f.name)):
+        if f.name in ("label", "hyperparameters") or value == _jsonable(
+            getattr(defaults, f.name)
+        ):
             continue
         found[f.name] = value
     settings = config.method_settings()
     plain = type(settings)()
-    hp = {f.name: _jsonable(getattr(settings, f.name)) for f in dataclasses.fields(settings)
-          if getattr(settings, f.name) != getattr(plain, f.name)}
+    hp = {
+        f.name: _jsonable(getattr(settings, f.name))
+        for f in dataclasses.fields(settings)
+        if getattr(settings, f.name) != getattr(plain, f.name)
+    }
     if hp:
         found["hyperparameters"] = hp
     return found
@@ -288,8 +368,14 @@ def key_settings(config) -> dict:
 def run_key(config, data_identity: str = "") -> str:
     """A directory name for a run: readable, and unique to its numbers (its settings,
     seed and data), so runs with the same settings but different labels share it."""
-    described = {"v": KEY_VERSION, "settings": key_settings(config), "data": data_identity}
-    digest = hashlib.sha1(json.dumps(described, sort_keys=True).encode()).hexdigest()[:12]
+    described = {
+        "v": KEY_VERSION,
+        "settings": key_settings(config),
+        "data": data_identity,
+    }
+    digest = hashlib.sha1(json.dumps(described, sort_keys=True).encode()).hexdigest()[
+        :12
+    ]
     return f"{type(config).__name__.lower()}-{config.method}-seed{config.seed}-{digest}"
 
 
@@ -306,7 +392,8 @@ def _jsonable(value):
 
 
 def config_from_dict(kind: str, values: dict):
-    """Rebuild a config from :func:`dataclasses.asdict` output (as saved in result files)."""
+    """Rebuild a config from :func:`dataclasses.asdict` output (as saved in result
+    files)."""
     if kind not in CONFIGS:
         raise ValueError(f"unknown experiment {kind!r}; known: {', '.join(CONFIGS)}")
     cls = CONFIGS[kind]

@@ -20,6 +20,7 @@ R = 1 and 18-20x at R = 30 over a plain PyTorch loop at width 100
 the reference learners of :mod:`lopbook.learners` (autograd and ``torch.optim``,
 one network at a time), method by method.
 """
+
 from __future__ import annotations
 
 import math
@@ -59,13 +60,16 @@ class RunSettings:
         if self.hyperparameters is None:
             return registry.settings(self.method)
         if not isinstance(self.hyperparameters, registry.get(self.method).Settings):
-            raise ValueError(f"run with method {self.method!r} got hyperparameters of type "
-                             f"{type(self.hyperparameters).__name__}")
+            raise ValueError(
+                f"run with method {self.method!r} got hyperparameters of type "
+                f"{type(self.hyperparameters).__name__}"
+            )
         return self.hyperparameters
 
 
 class Lockstep:
-    """R runs of an :class:`~lopbook.nets.MLP` or :class:`~lopbook.nets.ConvNet` in lockstep.
+    """R runs of an :class:`~lopbook.nets.MLP` or :class:`~lopbook.nets.ConvNet` in
+    lockstep.
 
     Parameters
     ----------
@@ -75,21 +79,30 @@ class Lockstep:
     optimizer, betas : ``"sgd"`` or ``"adam"``, shared by all runs.
     """
 
-    def __init__(self, nets: list, runs: list[RunSettings], optimizer: str = "sgd",
-                 betas: tuple[float, float] = (0.9, 0.999), device=None):
+    def __init__(
+        self,
+        nets: list,
+        runs: list[RunSettings],
+        optimizer: str = "sgd",
+        betas: tuple[float, float] = (0.9, 0.999),
+        device=None,
+    ):
         self._check(nets, runs, optimizer)
         # runs of one method instance must be neighbours: sort them (stably)
         keys = [(r.method, r.resolved().shared()) for r in runs]
         first = {k: i for i, k in reversed(list(enumerate(keys)))}
         order = sorted(range(len(runs)), key=lambda i: first[keys[i]])
-        self._order = order                            # internal position -> given run
-        self._position = np.argsort(order)             # given run -> internal position
+        self._order = order  # internal position -> given run
+        self._position = np.argsort(order)  # given run -> internal position
         self._identity = order == list(range(len(runs)))
         nets = [nets[i] for i in order]
         runs = [runs[i] for i in order]
 
-        self.device = (torch.device(device) if device is not None
-                       else next(nets[0].parameters()).device)
+        self.device = (
+            torch.device(device)
+            if device is not None
+            else next(nets[0].parameters()).device
+        )
         self.conv = isinstance(nets[0], ConvNet)
         self.runs = runs
         self.R = R = len(runs)
@@ -98,23 +111,41 @@ class Lockstep:
         layers = [n.weight_layers() for n in nets]
 
         def stack(tensors):
-            return torch.stack([t.detach() for t in tensors]).to(self.device).contiguous()
+            return (
+                torch.stack([t.detach() for t in tensors]).to(self.device).contiguous()
+            )
 
-        self.weights = [stack([ls[i].weight for ls in layers]) for i in range(len(layers[0]))]
-        self.biases = [stack([ls[i].bias for ls in layers]) for i in range(len(layers[0]))]
+        self.weights = [
+            stack([ls[i].weight for ls in layers]) for i in range(len(layers[0]))
+        ]
+        self.biases = [
+            stack([ls[i].bias for ls in layers]) for i in range(len(layers[0]))
+        ]
         self.widths = [w.shape[1] for w in self.weights[:-1]]
         # layer norm's per-unit gain and shift, [R, units] per hidden layer
         self.layer_norm = nets[0].norm == "layer"
-        norms = ([[n.norms[l] for n in nets] for l in range(len(self.widths))]
-                 if self.layer_norm else [])
+        norms = (
+            [[n.norms[l] for n in nets] for l in range(len(self.widths))]
+            if self.layer_norm
+            else []
+        )
         self.gains = [stack([m.weight for m in ms]) for ms in norms]
         self.shifts = [stack([m.bias for m in ms]) for ms in norms]
         self.generators = [make_generator(r.seed, self.device) for r in runs]
-        self.nets = Networks(self.weights, self.biases, self.gains, self.shifts,
-                             self.generators, nets[0].init_bounds()[0], self._buffers_of)
+        self.nets = Networks(
+            self.weights,
+            self.biases,
+            self.gains,
+            self.shifts,
+            self.generators,
+            nets[0].init_bounds()[0],
+            self._buffers_of,
+        )
         self.params = self.nets.params
         position = {id(p): i for i, p in enumerate(self.params)}
-        self._w = [position[id(w)] for w in self.weights]   # index of each layer's weight
+        self._w = [
+            position[id(w)] for w in self.weights
+        ]  # index of each layer's weight
         self._b = [position[id(b)] for b in self.biases]
         self._g = [position[id(g)] for g in self.gains]
         self._s = [position[id(s)] for s in self.shifts]
@@ -122,26 +153,40 @@ class Lockstep:
         self.dtype = self.weights[0].dtype
 
         def column(values, dims):
-            return torch.tensor(values, dtype=self.dtype, device=self.device).view(R, *[1] * dims)
+            return torch.tensor(values, dtype=self.dtype, device=self.device).view(
+                R, *[1] * dims
+            )
 
         self._lr_out = column([r.step_size for r in runs], 2)
-        self._neg_lr = [column([-r.step_size for r in runs], p.dim() - 1) for p in self.params]
+        self._neg_lr = [
+            column([-r.step_size for r in runs], p.dim() - 1) for p in self.params
+        ]
         self.any_momentum = any(r.momentum > 0 for r in runs)
-        self._minus_one = torch.full((1, 1, 1), -1.0, device=self.device, dtype=self.dtype)
+        self._minus_one = torch.full(
+            (1, 1, 1), -1.0, device=self.device, dtype=self.dtype
+        )
 
         # Optimiser state and gradients live in flat [R, all parameters] buffers, so
         # that the update is a handful of operations whatever the number of layers.
         self._sizes = [p[0].numel() for p in self.params]
         total = sum(self._sizes)
-        names = {"adam": ["exp_avg", "exp_avg_sq"],
-                 "sgd": ["momentum_buffer"] if self.any_momentum else []}[optimizer]
-        self._flat_state = {name: torch.zeros(R, total, device=self.device, dtype=self.dtype)
-                            for name in names}
-        self.state = {name: self._views(flat) for name, flat in self._flat_state.items()}
+        names = {
+            "adam": ["exp_avg", "exp_avg_sq"],
+            "sgd": ["momentum_buffer"] if self.any_momentum else [],
+        }[optimizer]
+        self._flat_state = {
+            name: torch.zeros(R, total, device=self.device, dtype=self.dtype)
+            for name in names
+        }
+        self.state = {
+            name: self._views(flat) for name, flat in self._flat_state.items()
+        }
         self._flat_grad = torch.zeros(R, total, device=self.device, dtype=self.dtype)
         self._grad_views = self._views(self._flat_grad)
         self.adam_step = 0
-        flat = lambda values: torch.tensor(values, dtype=self.dtype, device=self.device).view(R, 1)
+        flat = lambda values: torch.tensor(
+            values, dtype=self.dtype, device=self.device
+        ).view(R, 1)
         self._flat_lr = flat([r.step_size for r in runs])
         self._flat_momentum = flat([r.momentum for r in runs])
 
@@ -153,18 +198,32 @@ class Lockstep:
                 cls = registry.get(runs[start].method)
                 reason = cls.supports(nets[0])
                 if reason:
-                    raise ValueError(f"method {cls.name!r} cannot train this network: {reason}")
-                method = cls(self.nets.select(start, stop),
-                             [r.resolved() for r in runs[start:stop]])
+                    raise ValueError(
+                        f"method {cls.name!r} cannot train this network: {reason}"
+                    )
+                method = cls(
+                    self.nets.select(start, stop),
+                    [r.resolved() for r in runs[start:stop]],
+                )
                 self.methods.append((start, stop, method))
                 start = stop
-        self._with_gradient = [(a, b, m) for a, b, m in self.methods
-                               if type(m).gradient is not Method.gradient]
-        self._with_after_step = [(a, b, m) for a, b, m in self.methods
-                                 if type(m).after_step is not Method.after_step]
+        self._with_gradient = [
+            (a, b, m)
+            for a, b, m in self.methods
+            if type(m).gradient is not Method.gradient
+        ]
+        self._with_after_step = [
+            (a, b, m)
+            for a, b, m in self.methods
+            if type(m).after_step is not Method.after_step
+        ]
         needs_gradients = any(type(m).needs_gradients for _, _, m in self.methods)
-        self.fused_sgd = (optimizer == "sgd" and not self.any_momentum and not self.conv
-                          and not needs_gradients)
+        self.fused_sgd = (
+            optimizer == "sgd"
+            and not self.any_momentum
+            and not self.conv
+            and not needs_gradients
+        )
         if self.conv:
             for p in self.params:
                 p.requires_grad_(True)
@@ -172,34 +231,49 @@ class Lockstep:
     @staticmethod
     def _check(nets, runs, optimizer) -> None:
         if len(nets) != len(runs) or not nets:
-            raise ValueError("give one RunSettings per network, and at least one network")
+            raise ValueError(
+                "give one RunSettings per network, and at least one network"
+            )
         kind = type(nets[0])
         if kind not in (MLP, ConvNet) or any(type(n) is not kind for n in nets):
-            raise ValueError("all networks must be lopbook MLPs, or all lopbook ConvNets")
+            raise ValueError(
+                "all networks must be lopbook MLPs, or all lopbook ConvNets"
+            )
         if not all(Lockstep.supports(n) for n in nets):
-            raise ValueError("the lockstep engine supports layer norm in the MLP and no other "
-                             "normalisation; train those runs with the reference learners "
-                             "(backend='reference')")
+            raise ValueError(
+                "the lockstep engine supports layer norm in the MLP and no other "
+                "normalisation; train those runs with the reference learners "
+                "(backend='reference')"
+            )
         shapes = {tuple(tuple(p.shape) for p in n.parameters()) for n in nets}
-        if (len(shapes) != 1 or len({n.dropout for n in nets}) != 1
-                or len({n.norm for n in nets}) != 1 or len({n.init for n in nets}) != 1):
-            raise ValueError("all networks must have the same architecture, dropout, "
-                             "normalisation and initialisation")
+        if (
+            len(shapes) != 1
+            or len({n.dropout for n in nets}) != 1
+            or len({n.norm for n in nets}) != 1
+            or len({n.init for n in nets}) != 1
+        ):
+            raise ValueError(
+                "all networks must have the same architecture, dropout, "
+                "normalisation and initialisation"
+            )
         if optimizer not in ("sgd", "adam"):
             raise ValueError(f"optimizer must be 'sgd' or 'adam', got {optimizer!r}")
         for r in runs:
             if not r.step_size > 0 or not 0 <= r.momentum < 1:
-                raise ValueError(f"invalid run settings {r}: step_size must be > 0 and "
-                                 "momentum in [0, 1)")
+                raise ValueError(
+                    f"invalid run settings {r}: step_size must be > 0 and "
+                    "momentum in [0, 1)"
+                )
             if optimizer == "adam" and r.momentum:
                 raise ValueError("momentum is an SGD setting; Adam uses betas")
-            r.resolved()        # an unknown method or hyperparameters of another one fail here
+            # an unknown method or hyperparameters of another one fail here
+            r.resolved()
 
     def _views(self, flat: torch.Tensor) -> list[torch.Tensor]:
         """Views of a flat ``[R, all parameters]`` buffer shaped like each parameter."""
         views, start = [], 0
         for p, n in zip(self.params, self._sizes):
-            views.append(flat[:, start:start + n].view(p.shape))
+            views.append(flat[:, start : start + n].view(p.shape))
             start += n
         return views
 
@@ -212,7 +286,8 @@ class Lockstep:
 
     @staticmethod
     def supports(net) -> bool:
-        """Whether the engine can train ``net`` (no normalisation, or layer norm in the MLP)."""
+        """Whether the engine can train ``net`` (no normalisation, or layer norm in the
+        MLP)."""
         return net.norms is None or (isinstance(net, MLP) and net.norm == "layer")
 
     def _in(self, x: torch.Tensor) -> torch.Tensor:
@@ -220,7 +295,9 @@ class Lockstep:
         return x if self._identity else x[self._order]
 
     def _out(self, x: torch.Tensor) -> torch.Tensor:
-        return x if self._identity else x[torch.as_tensor(self._position, device=x.device)]
+        return (
+            x if self._identity else x[torch.as_tensor(self._position, device=x.device)]
+        )
 
     def method_of(self, r: int) -> tuple[Method, int]:
         """The method instance that trains run ``r``, and ``r``'s index within it."""
@@ -244,11 +321,14 @@ class Lockstep:
         hidden, inputs, keeps = [], [], []
         h = x
         if self.conv and x.is_cuda:
-            # the R runs' convolutions as one grouped convolution: runs are groups of channels
+            # the R runs' convolutions as one grouped convolution: runs are groups of
+            # channels
             R, B = x.shape[:2]
             h = x.transpose(0, 1).reshape(B, R * x.shape[2], *x.shape[3:])
             for w, b in zip(self.weights[:3], self.biases[:3]):
-                h = F.max_pool2d(F.relu(F.conv2d(h, w.flatten(0, 1), b.flatten(), groups=R)), 2)
+                h = F.max_pool2d(
+                    F.relu(F.conv2d(h, w.flatten(0, 1), b.flatten(), groups=R)), 2
+                )
                 hidden.append(h.view(B, R, -1, *h.shape[2:]).transpose(0, 1))
             h = h.view(B, R, -1).transpose(0, 1)
             start = 3
@@ -256,22 +336,29 @@ class Lockstep:
             # on the CPU a convolution of a batch of 100 is big enough on its own
             per_run = list(x)
             for w, b in zip(self.weights[:3], self.biases[:3]):
-                per_run = [F.max_pool2d(F.relu(F.conv2d(h, w[r], b[r])), 2)
-                           for r, h in enumerate(per_run)]
+                per_run = [
+                    F.max_pool2d(F.relu(F.conv2d(h, w[r], b[r])), 2)
+                    for r, h in enumerate(per_run)
+                ]
                 hidden.append(torch.stack(per_run))
             h = hidden[-1].flatten(2)
             start = 3
         else:
             start = 0
         self._norm_cache = []
-        for l, (w, b) in enumerate(zip(self.weights[start:-1], self.biases[start:-1]),
-                                   start=start):
+        for l, (w, b) in enumerate(
+            zip(self.weights[start:-1], self.biases[start:-1]), start=start
+        ):
             inputs.append(h)
             h = torch.baddbmm(b.unsqueeze(1), h, w.transpose(1, 2))
             if self.layer_norm:
                 z = h
-                normed, mean, rstd = torch.native_layer_norm(z, [z.shape[-1]], None, None, 1e-5)
-                h = torch.addcmul(self.shifts[l].unsqueeze(1), normed, self.gains[l].unsqueeze(1))
+                normed, mean, rstd = torch.native_layer_norm(
+                    z, [z.shape[-1]], None, None, 1e-5
+                )
+                h = torch.addcmul(
+                    self.shifts[l].unsqueeze(1), normed, self.gains[l].unsqueeze(1)
+                )
                 self._norm_cache.append((z, normed, mean, rstd))
             h = h.relu_()
             hidden.append(h)
@@ -280,12 +367,15 @@ class Lockstep:
                 keeps.append(keep)
                 h = h * keep / (1.0 - p)
         inputs.append(h)
-        out = torch.baddbmm(self.biases[-1].unsqueeze(1), h, self.weights[-1].transpose(1, 2))
+        out = torch.baddbmm(
+            self.biases[-1].unsqueeze(1), h, self.weights[-1].transpose(1, 2)
+        )
         return out, hidden, inputs, keeps
 
     # ------------------------------------------------------------------ one step
     def learn(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """One update of every run on its batch (``x``: ``[R, B, ...]``, ``y``: ``[R, B]``).
+        """One update of every run on its batch (``x``: ``[R, B, ...]``, ``y``: ``[R,
+        B]``).
 
         Returns the logits computed before the update (``[R, B, outputs]``)."""
         return self._out(self._learn(self._in(x), self._in(y)))
@@ -305,7 +395,12 @@ class Lockstep:
         with torch.enable_grad():
             out, hidden, _, _ = self.forward(x, train=True)
             R, B, C = out.shape
-            loss = F.cross_entropy(out.reshape(R * B, C), y.reshape(R * B), reduction="sum") / B
+            loss = (
+                F.cross_entropy(
+                    out.reshape(R * B, C), y.reshape(R * B), reduction="sum"
+                )
+                / B
+            )
             grads = torch.autograd.grad(loss, self.params)
         with torch.no_grad():
             self._update(list(grads))
@@ -327,14 +422,16 @@ class Lockstep:
     def _backward_mlp(self, x, y):
         out, hidden, inputs, keeps = self.forward(x, train=True)
         B = x.shape[1]
-        g = torch.softmax(out, dim=-1)           # d(cross-entropy)/d(logits) = softmax - one-hot
+        g = torch.softmax(out, dim=-1)  # d(cross-entropy)/d(logits) = softmax - one-hot
         g.scatter_add_(2, y.unsqueeze(2), self._minus_one.expand(*y.shape, 1))
         if B > 1:
             g.div_(B)
         L = len(self.weights)
         terms = bool(self._with_gradient)
         if self.fused_sgd:
-            g.mul_(self._lr_out)      # every layer's gradient is now scaled by its run's step size
+            g.mul_(
+                self._lr_out
+            )  # every layer's gradient is now scaled by its run's step size
             for l in reversed(range(L)):
                 w, b = self.weights[l], self.biases[l]
                 g_in = torch.bmm(g, w) if l > 0 else None
@@ -358,22 +455,31 @@ class Lockstep:
                 grads[self._w[l]] = torch.bmm(g.transpose(1, 2), inputs[l])
                 grads[self._b[l]] = g.sum(1)
                 if l > 0:
-                    g = self._relu_backward(torch.bmm(g, self.weights[l]), hidden[l - 1], keeps,
-                                            l - 1)
+                    g = self._relu_backward(
+                        torch.bmm(g, self.weights[l]), hidden[l - 1], keeps, l - 1
+                    )
                     if self.layer_norm:
-                        g, grads[self._g[l - 1]], grads[self._s[l - 1]] = \
+                        g, grads[self._g[l - 1]], grads[self._s[l - 1]] = (
                             self._norm_backward(g, l - 1)
+                        )
             self._update(grads)
         return out, hidden
 
     def _norm_backward(self, g, l):
-        """Through layer norm: the gradients with respect to its input, gain and shift."""
+        """Through layer norm: the gradients of its input, gain and shift."""
         z, normed, mean, rstd = self._norm_cache[l]
         d_gain = (g * normed).sum(1)
         d_shift = g.sum(1)
         g = torch.ops.aten.native_layer_norm_backward(
-            g * self.gains[l].unsqueeze(1), z, [z.shape[-1]], mean, rstd, None, None,
-            [True, False, False])[0]
+            g * self.gains[l].unsqueeze(1),
+            z,
+            [z.shape[-1]],
+            mean,
+            rstd,
+            None,
+            None,
+            [True, False, False],
+        )[0]
         return g, d_gain, d_shift
 
     def _relu_backward(self, g, h, keeps, l):
@@ -382,7 +488,8 @@ class Lockstep:
         return _threshold_backward(g, h, 0)
 
     def _update(self, grads: list) -> None:
-        """SGD (momentum) or Adam, as ``torch.optim`` does it, with per-run hyperparameters.
+        """SGD (momentum) or Adam, as ``torch.optim`` does it, with per-run
+        hyperparameters.
 
         The gradients (plus the methods' terms) are gathered into one flat buffer,
         updated there in a few operations, and added to the parameters."""
@@ -393,32 +500,36 @@ class Lockstep:
         if self.optimizer == "adam":
             self.adam_step += 1
             beta1, beta2 = self.betas
-            c1 = 1 - beta1 ** self.adam_step
-            c2 = math.sqrt(1 - beta2 ** self.adam_step)
+            c1 = 1 - beta1**self.adam_step
+            c2 = math.sqrt(1 - beta2**self.adam_step)
             m, v = self._flat_state["exp_avg"], self._flat_state["exp_avg_sq"]
             m.lerp_(grad, 1 - beta1)
             v.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
             denom = (v.sqrt() / c2).add_(1e-8)
-            torch.div(m, denom, out=grad).mul_(self._flat_lr / -c1)   # the step, in grad's buffer
+            torch.div(m, denom, out=grad).mul_(
+                self._flat_lr / -c1
+            )  # the step, in grad's buffer
             torch._foreach_add_(self.params, self._grad_views)
             return
         step = self._grad_views
         if self.any_momentum:
             self._flat_state["momentum_buffer"].mul_(self._flat_momentum).add_(grad)
             step = self.state["momentum_buffer"]
-        torch._foreach_addcmul_(self.params, step, self._neg_lr)        # w - step_size * step
+        torch._foreach_addcmul_(self.params, step, self._neg_lr)  # w - step_size * step
 
-    # ------------------------------------------------------------------ what the experiments call
+    # ------------------------------------------------------------------ what the
+    # experiments call
     @torch.no_grad()
     def train_online(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """Learn from ``x[:, i]`` (``[R, n, ...]``) one example at a time; returns, per run,
+        """Learn from ``x[:, i]`` (``[R, n, ...]``) one example at a time; returns, per
+        run,
         how many predictions made before each update were right (a device tensor:
         nothing is read back per step)."""
         x, y = self._in(x), self._in(y)
         n = x.shape[1]
         predictions = torch.empty(self.R, n, dtype=torch.long, device=self.device)
         for i in range(n):
-            out = self._learn(x[:, i:i + 1], y[:, i:i + 1])
+            out = self._learn(x[:, i : i + 1], y[:, i : i + 1])
             torch.argmax(out[:, 0], dim=-1, out=predictions[:, i])
         return self._out((predictions == y).sum(dim=1))
 
@@ -429,40 +540,51 @@ class Lockstep:
         return (out.argmax(dim=-1) == y).sum(dim=1)
 
     @torch.no_grad()
-    def evaluate(self, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
-        """Correct predictions of each run on ``x`` (``[R, N, ...]``), without dropout."""
+    def evaluate(
+        self, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1000
+    ) -> torch.Tensor:
+        """Correct predictions of each run on ``x`` (``[R, N, ...]``), no dropout."""
         x, y = self._in(x), self._in(y)
         correct = torch.zeros(self.R, dtype=torch.long, device=self.device)
         for i in range(0, x.shape[1], batch_size):
-            out = self.forward(x[:, i:i + batch_size])[0]
-            correct += (out.argmax(dim=-1) == y[:, i:i + batch_size]).sum(dim=1)
+            out = self.forward(x[:, i : i + batch_size])[0]
+            correct += (out.argmax(dim=-1) == y[:, i : i + batch_size]).sum(dim=1)
         return self._out(correct)
 
     @torch.no_grad()
     def metrics(self, probe: torch.Tensor) -> list[PlasticityMetrics]:
-        """Dead units, weight magnitude and effective rank of each run on its probe batch."""
+        """Dead units, weight magnitude and effective rank of each run on its probe
+        batch."""
         hidden = self.forward(self._in(probe))[1]
-        found = [metrics_from_activations([h[i] for h in hidden], [w[i] for w in self.weights])
-                 for i in range(self.R)]
+        found = [
+            metrics_from_activations(
+                [h[i] for h in hidden], [w[i] for w in self.weights]
+            )
+            for i in range(self.R)
+        ]
         return [found[int(self._position[r])] for r in range(self.R)]
 
     @torch.no_grad()
     def reset_head(self) -> None:
-        """Zero the output layer and its optimiser state (Continual ImageNet's new task)."""
+        """Zero the output layer and its optimiser state (Continual ImageNet's new
+        task)."""
         for i in (len(self.params) - 2, len(self.params) - 1):
             self.params[i].zero_()
             for buffers in self.state.values():
                 buffers[i].zero_()
 
-    # ------------------------------------------------------------------ checkpoints, run by run
+    # ------------------------------------------------------------------ checkpoints,
+    # run by run
     def run_state(self, r: int) -> dict:
         """Everything run ``r`` needs to continue exactly where it is."""
         i = int(self._position[r])
         method, j = self.method_of(r)
         return {
             "params": [p[i].detach().clone().cpu() for p in self.params],
-            "optimizer": {name: [b[i].clone().cpu() for b in buffers]
-                          for name, buffers in self.state.items()},
+            "optimizer": {
+                name: [b[i].clone().cpu() for b in buffers]
+                for name, buffers in self.state.items()
+            },
             "adam_step": self.adam_step,
             "generator": self.generators[i].get_state(),
             "step": self.step,
@@ -472,7 +594,7 @@ class Lockstep:
 
     @torch.no_grad()
     def load_run_state(self, r: int, state: dict) -> None:
-        """Restore run ``r`` from :meth:`run_state` (all runs must be at the same step)."""
+        """Restore run ``r`` from :meth:`run_state` (all runs at the same step)."""
         i = int(self._position[r])
         method, j = self.method_of(r)
         if self.step > 0 and state["step"] != self.step:
@@ -480,8 +602,10 @@ class Lockstep:
         if state["optimizer"].keys() != self.state.keys():
             raise ValueError("checkpoint was made with another optimiser")
         if state.get("method") != method.name:
-            raise ValueError(f"checkpoint of run {r} was made with method "
-                             f"{state.get('method')!r}, not {method.name!r}")
+            raise ValueError(
+                f"checkpoint of run {r} was made with method "
+                f"{state.get('method')!r}, not {method.name!r}"
+            )
         for p, saved in zip(self.params, state["params"]):
             p[i].copy_(saved)
         for name, buffers in self.state.items():
@@ -492,10 +616,12 @@ class Lockstep:
         self.nets.step = state["step"]
         method.load_run_state(j, state["method_state"])
 
-    # ------------------------------------------------------------------ views for the tests
+    # ------------------------------------------------------------------ views for the
+    # tests
     @property
     def replacements(self) -> np.ndarray:
-        """Units replaced so far per run and hidden layer (zero for methods that replace none)."""
+        """Units replaced so far per run and hidden layer (zero for methods that replace
+        none)."""
         found = np.zeros((self.R, len(self.widths)), dtype=np.int64)
         for r in range(self.R):
             method, j = self.method_of(r)

@@ -1,4 +1,5 @@
-"""Files that are never half-written, and a lock so that two processes never share a run.
+"""Files that are never half-written, and a lock so that two processes never share a
+run.
 
 Every file lopbook writes (results, checkpoints, prepared data) goes through
 :func:`atomic_write`: the content is written to a temporary file in the same
@@ -6,6 +7,7 @@ folder, flushed to disk, and moved into place with :func:`os.replace`, which is
 atomic. A reader, or a process killed at any moment, sees the old file or the
 new one, never a torn one.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -28,7 +30,7 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], object]) -> No
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         write(tmp)
-        with open(tmp, "rb+") as handle:       # the bytes reach the disk before the rename
+        with open(tmp, "rb+") as handle:  # the bytes reach the disk before the rename
             os.fsync(handle.fileno())
         os.replace(tmp, path)
     finally:
@@ -47,7 +49,8 @@ class RunLocked(RuntimeError):
 
 @contextlib.contextmanager
 def locked(directory: str | os.PathLike) -> Iterator[None]:
-    """Hold an exclusive lock on ``directory`` (a ``.lock`` file in it) while the block runs.
+    """Hold an exclusive lock on ``directory`` (a ``.lock`` file in it) while the block
+    runs.
 
     The lock is an advisory ``flock``: the operating system releases it when
     the process ends, however it ends, so a killed run never leaves a stale
@@ -66,8 +69,9 @@ def locked(directory: str | os.PathLike) -> Iterator[None]:
             if err.errno not in (errno.EAGAIN, errno.EACCES):
                 raise
             raise RunLocked(
-                f"{directory} is being trained by another process right now; wait for it to "
-                "finish (its results are then loaded), or use another out_dir") from None
+                f"{directory} is being trained by another process right now; wait for "
+                "it to finish (its results are then loaded), or use another out_dir"
+            ) from None
         yield
     finally:
         handle.close()

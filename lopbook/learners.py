@@ -10,6 +10,7 @@ tests check that both give the same numbers.
 the same learner with their method chosen, under the names and arguments of
 earlier versions of this package.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -22,8 +23,14 @@ from .methods.base import Networks
 from .methods.continual_backprop import UTILITIES, lowest_utility
 from .runtime import make_generator
 
-__all__ = ["Learner", "Backprop", "ShrinkAndPerturb", "ContinualBackprop", "lowest_utility",
-           "UTILITIES"]
+__all__ = [
+    "Learner",
+    "Backprop",
+    "ShrinkAndPerturb",
+    "ContinualBackprop",
+    "lowest_utility",
+    "UTILITIES",
+]
 
 OPTIMIZERS = ("sgd", "adam")
 
@@ -40,13 +47,23 @@ class Learner:
     seed : seeds this learner's random generator (dropout masks, noise, new units).
     """
 
-    def __init__(self, net: nn.Module, step_size: float = 0.003, method: str = "backprop",
-                 optimizer: str = "sgd", momentum: float = 0.0,
-                 betas: tuple[float, float] = (0.9, 0.999), seed: int = 0, **hyperparameters):
+    def __init__(
+        self,
+        net: nn.Module,
+        step_size: float = 0.003,
+        method: str = "backprop",
+        optimizer: str = "sgd",
+        momentum: float = 0.0,
+        betas: tuple[float, float] = (0.9, 0.999),
+        seed: int = 0,
+        **hyperparameters,
+    ):
         if not step_size > 0:
             raise ValueError(f"step_size must be positive, got {step_size}")
         if optimizer not in OPTIMIZERS:
-            raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {optimizer!r}")
+            raise ValueError(
+                f"optimizer must be one of {OPTIMIZERS}, got {optimizer!r}"
+            )
         if not 0.0 <= momentum < 1.0:
             raise ValueError(f"momentum must be in [0, 1), got {momentum}")
         if optimizer == "adam" and momentum:
@@ -55,9 +72,13 @@ class Learner:
         device = next(net.parameters()).device
         self.generator = make_generator(seed, device)
         if optimizer == "sgd":
-            self.optimizer = torch.optim.SGD(net.parameters(), lr=step_size, momentum=momentum)
+            self.optimizer = torch.optim.SGD(
+                net.parameters(), lr=step_size, momentum=momentum
+            )
         else:
-            self.optimizer = torch.optim.Adam(net.parameters(), lr=step_size, betas=betas)
+            self.optimizer = torch.optim.Adam(
+                net.parameters(), lr=step_size, betas=betas
+            )
         self.nets = self._networks()
         cls = registry.get(method)
         reason = cls.supports(net)
@@ -75,17 +96,30 @@ class Learner:
 
         def buffers(i):
             state = self.optimizer.state.get(params[i], {})
-            return [one(t) for t in state.values()
-                    if isinstance(t, torch.Tensor) and t.shape == params[i].shape]
+            return [
+                one(t)
+                for t in state.values()
+                if isinstance(t, torch.Tensor) and t.shape == params[i].shape
+            ]
 
         running = [n for n in norms if getattr(n, "running_mean", None) is not None]
-        return Networks([one(m.weight) for m in layers], [one(m.bias) for m in layers],
-                        [one(m.weight) for m in norms], [one(m.bias) for m in norms],
-                        [self.generator], self.net.init_bounds()[0], buffers,
-                        running=([one(n.running_mean) for n in running],
-                                 [one(n.running_var) for n in running]))
+        return Networks(
+            [one(m.weight) for m in layers],
+            [one(m.bias) for m in layers],
+            [one(m.weight) for m in norms],
+            [one(m.bias) for m in norms],
+            [self.generator],
+            self.net.init_bounds()[0],
+            buffers,
+            running=(
+                [one(n.running_mean) for n in running],
+                [one(n.running_var) for n in running],
+            ),
+        )
 
-    def learn(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def learn(
+        self, x: torch.Tensor, y: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """One update on the batch ``(x, y)``; returns the loss and the outputs computed
         *before* the update."""
         self.net.train()
@@ -94,7 +128,7 @@ class Learner:
         self.optimizer.zero_grad()
         loss.backward()
         with torch.no_grad():
-            for i, p in enumerate(self.net.parameters()):      # the method's gradient terms
+            for i, p in enumerate(self.net.parameters()):  # the method's gradient terms
                 term = self.method.gradient(i, self.nets.params[i])
                 if term is not None:
                     p.grad.add_(term[0])
@@ -104,14 +138,21 @@ class Learner:
         return loss.detach(), output.detach()
 
     def state_dict(self) -> dict:
-        return {"net": self.net.state_dict(), "optimizer": self.optimizer.state_dict(),
-                "generator": self.generator.get_state(), "step": self.nets.step,
-                "method": self.method.name, "method_state": self.method.run_state(0)}
+        return {
+            "net": self.net.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "generator": self.generator.get_state(),
+            "step": self.nets.step,
+            "method": self.method.name,
+            "method_state": self.method.run_state(0),
+        }
 
     def load_state_dict(self, state: dict) -> None:
         if state.get("method") != self.method.name:
-            raise ValueError(f"checkpoint was made with method {state.get('method')!r}, "
-                             f"not {self.method.name!r}")
+            raise ValueError(
+                f"checkpoint was made with method {state.get('method')!r}, "
+                f"not {self.method.name!r}"
+            )
         self.net.load_state_dict(state["net"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.generator.set_state(state["generator"])
@@ -120,16 +161,31 @@ class Learner:
 
 
 class Backprop(Learner):
-    """Backpropagation (SGD, optionally with momentum, or Adam); ``weight_decay > 0`` is L2."""
+    """Backpropagation (SGD, optionally with momentum, or Adam); ``weight_decay > 0`` is
+    L2."""
 
-    def __init__(self, net: nn.Module, step_size: float = 0.003, optimizer: str = "sgd",
-                 momentum: float = 0.0, betas: tuple[float, float] = (0.9, 0.999),
-                 weight_decay: float = 0.0, seed: int = 0):
+    def __init__(
+        self,
+        net: nn.Module,
+        step_size: float = 0.003,
+        optimizer: str = "sgd",
+        momentum: float = 0.0,
+        betas: tuple[float, float] = (0.9, 0.999),
+        weight_decay: float = 0.0,
+        seed: int = 0,
+    ):
         if weight_decay < 0:
             raise ValueError(f"weight_decay must be >= 0, got {weight_decay}")
         extra = dict(method="l2", weight_decay=weight_decay) if weight_decay else {}
-        super().__init__(net, step_size, optimizer=optimizer, momentum=momentum, betas=betas,
-                         seed=seed, **extra)
+        super().__init__(
+            net,
+            step_size,
+            optimizer=optimizer,
+            momentum=momentum,
+            betas=betas,
+            seed=seed,
+            **extra,
+        )
         self.weight_decay = weight_decay
 
 
@@ -137,10 +193,22 @@ class ShrinkAndPerturb(Learner):
     """Backprop with weight decay (shrink) and Gaussian noise of std ``noise_std`` added
     to all parameters after every step (perturb)."""
 
-    def __init__(self, net: nn.Module, step_size: float = 0.003, weight_decay: float = 1e-4,
-                 noise_std: float = 1e-5, **kwargs):
-        super().__init__(net, step_size, method="shrink_and_perturb",
-                         weight_decay=weight_decay, noise_std=noise_std, **kwargs)
+    def __init__(
+        self,
+        net: nn.Module,
+        step_size: float = 0.003,
+        weight_decay: float = 1e-4,
+        noise_std: float = 1e-5,
+        **kwargs,
+    ):
+        super().__init__(
+            net,
+            step_size,
+            method="shrink_and_perturb",
+            weight_decay=weight_decay,
+            noise_std=noise_std,
+            **kwargs,
+        )
         self.weight_decay, self.noise_std = weight_decay, noise_std
 
 
@@ -148,17 +216,32 @@ class ContinualBackprop(Learner):
     """Continual backpropagation (Dohare et al., 2024): see
     :mod:`lopbook.methods.continual_backprop`."""
 
-    def __init__(self, net: nn.Module, step_size: float = 0.003,
-                 replacement_rate: float = 1e-4, maturity_threshold: int = 100,
-                 decay_rate: float = 0.99, utility: str = "contribution",
-                 weight_decay: float = 0.0, **kwargs):
+    def __init__(
+        self,
+        net: nn.Module,
+        step_size: float = 0.003,
+        replacement_rate: float = 1e-4,
+        maturity_threshold: int = 100,
+        decay_rate: float = 0.99,
+        utility: str = "contribution",
+        weight_decay: float = 0.0,
+        **kwargs,
+    ):
         if weight_decay:
-            raise ValueError("ContinualBackprop has no weight_decay; combine methods in a "
-                             "method of their own")
-        super().__init__(net, step_size, method="continual_backprop",
-                         replacement_rate=replacement_rate,
-                         maturity_threshold=maturity_threshold, decay_rate=decay_rate,
-                         utility=utility, **kwargs)
+            raise ValueError(
+                "ContinualBackprop has no weight_decay; combine methods in a "
+                "method of their own"
+            )
+        super().__init__(
+            net,
+            step_size,
+            method="continual_backprop",
+            replacement_rate=replacement_rate,
+            maturity_threshold=maturity_threshold,
+            decay_rate=decay_rate,
+            utility=utility,
+            **kwargs,
+        )
 
     # the method's state, as attributes of the learner (one network: run 0)
     @property
@@ -200,6 +283,7 @@ class ContinualBackprop(Learner):
 
     @torch.no_grad()
     def reinitialise(self, l: int, units: torch.Tensor) -> None:
-        """Replace hidden ``units`` of layer ``l`` with fresh ones (zero outgoing weights)."""
+        """Replace hidden ``units`` of layer ``l`` with fresh ones (zero outgoing
+        weights)."""
         units = torch.as_tensor(units, device=self.nets.device)
         self.method.replace(l, np.array([0]), np.array([len(units)]), units)

@@ -1,8 +1,10 @@
 """Plasticity metrics: dead units, average weight magnitude and effective rank.
 
-All three are computed on a fixed probe batch of inputs, as in the paper (2,000 examples of the new task, at
+All three are computed on a fixed probe batch of inputs, as in the paper (2,000 examples
+of the new task, at
 the start of each task).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -11,22 +13,34 @@ import numpy as np
 import torch
 from torch import nn
 
-__all__ = ["effective_rank", "dead_units", "weight_magnitude", "PlasticityMetrics", "plasticity_metrics",
-           "metrics_from_activations"]
+__all__ = [
+    "effective_rank",
+    "dead_units",
+    "weight_magnitude",
+    "PlasticityMetrics",
+    "plasticity_metrics",
+    "metrics_from_activations",
+]
 
 
 def effective_rank(features: torch.Tensor) -> float:
     """Effective rank of a matrix (Roy & Vetterli, 2007).
 
-    With singular values :math:`\\sigma_k` and :math:`p_k = \\sigma_k / \\sum_j \\sigma_j`, the effective rank is
-    :math:`\\exp(-\\sum_k p_k \\log p_k)`: the exponential of the entropy of the normalised singular values.
-    It lies between 1 and the rank, equals the rank when all non-zero singular values are equal, and is 0 for an
-    all-zero matrix (NaN if the matrix holds inf or NaN). ``features`` is ``[examples, units]``; extra axes are
+    With singular values :math:`\\sigma_k` and :math:`p_k = \\sigma_k / \\sum_j
+    \\sigma_j`, the effective rank is
+    :math:`\\exp(-\\sum_k p_k \\log p_k)`: the exponential of the entropy of the
+    normalised singular values.
+    It lies between 1 and the rank, equals the rank when all non-zero singular values
+    are equal, and is 0 for an
+    all-zero matrix (NaN if the matrix holds inf or NaN). ``features`` is ``[examples,
+    units]``; extra axes are
     flattened into units.
     """
     matrix = features.reshape(features.shape[0], -1).double()
     if not torch.isfinite(matrix).all():
-        return float("nan")      # a diverged network (inf or NaN activations) has no meaningful rank
+        return float(
+            "nan"
+        )  # a diverged network (inf or NaN activations) has no meaningful rank
     sigma = torch.linalg.svdvals(matrix)
     total = sigma.sum()
     if total <= 0:
@@ -37,7 +51,8 @@ def effective_rank(features: torch.Tensor) -> float:
 
 
 def dead_units(activation: torch.Tensor) -> int:
-    """Number of units whose activation is zero on every example (``[examples, units, ...]``; a conv unit is a
+    """Number of units whose activation is zero on every example (``[examples, units,
+    ...]``; a conv unit is a
     channel, dead when it is zero at every position of every example)."""
     per_unit = activation.transpose(0, 1).reshape(activation.shape[1], -1)
     return int((per_unit == 0).all(dim=1).sum())
@@ -52,21 +67,29 @@ def weight_magnitude(weights: list[torch.Tensor]) -> tuple[list[float], float]:
 
 @dataclass
 class PlasticityMetrics:
-    """The three metrics for one network; per-layer lists run over hidden layers (weights: all layers)."""
+    """The three metrics for one network; per-layer lists run over hidden layers
+    (weights: all layers)."""
 
-    dead_percent: list[float]           # percent of each hidden layer's units that are dead
-    dead_percent_total: float           # percent of all hidden units that are dead
-    effective_rank: list[float]         # effective rank of each hidden layer's representation
-    effective_rank_percent: list[float]  # the same, as a percent of its largest possible value
-    weight_magnitude: list[float]       # mean |w| of each weight layer (output layer included; biases excluded)
-    weight_magnitude_total: float       # mean |w| over all weights
+    dead_percent: list[float]  # percent of each hidden layer's units that are dead
+    dead_percent_total: float  # percent of all hidden units that are dead
+    effective_rank: list[float]  # effective rank of each hidden layer's representation
+    effective_rank_percent: list[
+        float
+    ]  # the same, as a percent of its largest possible value
+    weight_magnitude: list[
+        float
+    ]  # mean |w| of each weight layer (output layer included; biases excluded)
+    weight_magnitude_total: float  # mean |w| over all weights
 
     def as_dict(self) -> dict:
         return dict(self.__dict__)
 
 
-def metrics_from_activations(hidden: list[torch.Tensor], weights: list[torch.Tensor]) -> PlasticityMetrics:
-    """The metrics from a network's hidden activations on the probe batch and its weight tensors."""
+def metrics_from_activations(
+    hidden: list[torch.Tensor], weights: list[torch.Tensor]
+) -> PlasticityMetrics:
+    """The metrics from a network's hidden activations on the probe batch and its weight
+    tensors."""
     dead = [dead_units(h) for h in hidden]
     widths = [h.shape[1] for h in hidden]
     ranks = [effective_rank(h) for h in hidden]
@@ -84,17 +107,23 @@ def metrics_from_activations(hidden: list[torch.Tensor], weights: list[torch.Ten
 
 @torch.no_grad()
 def plasticity_metrics(net: nn.Module, probe: torch.Tensor) -> PlasticityMetrics:
-    """Dead units, effective rank and weight magnitude of ``net`` on the ``probe`` inputs (in eval mode)."""
+    """Dead units, effective rank and weight magnitude of ``net`` on the ``probe``
+    inputs (in eval mode)."""
     was_training = net.training
     net.eval()
     try:
         _, hidden = net(probe, return_hidden=True)
     finally:
         net.train(was_training)
-    return metrics_from_activations(hidden, [layer.weight for layer in net.weight_layers()])
+    return metrics_from_activations(
+        hidden, [layer.weight for layer in net.weight_layers()]
+    )
 
 
 def stack_metrics(history: list[PlasticityMetrics]) -> dict[str, np.ndarray]:
-    """A list of metrics (one per task) as arrays: ``[tasks]`` for totals, ``[tasks, layers]`` for per-layer."""
-    return {key: np.asarray([getattr(m, key) for m in history], dtype=float)
-            for key in PlasticityMetrics.__dataclass_fields__}
+    """A list of metrics (one per task) as arrays: ``[tasks]`` for totals, ``[tasks,
+    layers]`` for per-layer."""
+    return {
+        key: np.asarray([getattr(m, key) for m in history], dtype=float)
+        for key in PlasticityMetrics.__dataclass_fields__
+    }

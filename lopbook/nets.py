@@ -14,6 +14,7 @@ Initialisation (``init``):
 * ``"pytorch_default"`` (ConvNet): PyTorch's default, weights and biases
   ``U(-1/sqrt(fan_in), +1/sqrt(fan_in))``: the authors' ConvNet sets none.
 """
+
 from __future__ import annotations
 
 import math
@@ -27,12 +28,15 @@ from .runtime import make_generator
 __all__ = ["MLP", "ConvNet", "kaiming_bound", "INITS"]
 
 NORMS = (None, "layer", "batch")
-INITS = {"MLP": ("kaiming", "kaiming_linear_output"),
-         "ConvNet": ("kaiming", "pytorch_default")}
+INITS = {
+    "MLP": ("kaiming", "kaiming_linear_output"),
+    "ConvNet": ("kaiming", "pytorch_default"),
+}
 
 
 def kaiming_bound(layer: nn.Linear | nn.Conv2d) -> float:
-    """Half-width of the Kaiming-uniform distribution for a ReLU layer: sqrt(6 / fan_in)."""
+    """Half-width of the Kaiming-uniform distribution for a ReLU layer: sqrt(6 /
+    fan_in)."""
     return math.sqrt(6.0 / layer.weight[0].numel())
 
 
@@ -42,17 +46,21 @@ def _check(kind: str, dropout: float, norm: str | None, init: str) -> None:
     if norm not in NORMS:
         raise ValueError(f"norm must be one of {NORMS}, got {norm!r}")
     if init not in INITS[kind]:
-        raise ValueError(f"the {kind}'s init must be one of {INITS[kind]}, got {init!r}")
+        raise ValueError(
+            f"the {kind}'s init must be one of {INITS[kind]}, got {init!r}"
+        )
 
 
-def _dropout(h: torch.Tensor, p: float, generator: torch.Generator | None) -> torch.Tensor:
+def _dropout(
+    h: torch.Tensor, p: float, generator: torch.Generator | None
+) -> torch.Tensor:
     """Inverted dropout drawn from ``generator`` (every run owns its random stream)."""
     keep = torch.empty_like(h).bernoulli_(1.0 - p, generator=generator)
     return h * keep / (1.0 - p)
 
 
 class _Net(nn.Module):
-    """What both networks share: initialisation from a seed, the list of weight layers."""
+    """What both networks share: initialisation from a seed, their weight layers."""
 
     norms: nn.ModuleList | None
     init: str
@@ -78,14 +86,18 @@ class _Net(nn.Module):
         # drawn on the CPU, so that a seed gives the same network on every device
         generator = make_generator(seed) if seed is not None else None
         weight_bounds, bias_bounds = self.init_bounds()
-        for layer, w_bound, b_bound in zip(self.weight_layers(), weight_bounds, bias_bounds):
+        for layer, w_bound, b_bound in zip(
+            self.weight_layers(), weight_bounds, bias_bounds
+        ):
             weight = torch.empty_like(layer.weight, device="cpu")
             weight.uniform_(-w_bound, w_bound, generator=generator)
             with torch.no_grad():
                 layer.weight.copy_(weight)
                 if b_bound:
                     bias = torch.empty_like(layer.bias, device="cpu")
-                    layer.bias.copy_(bias.uniform_(-b_bound, b_bound, generator=generator))
+                    layer.bias.copy_(
+                        bias.uniform_(-b_bound, b_bound, generator=generator)
+                    )
                 else:
                     layer.bias.zero_()
         if self.norms is not None:
@@ -103,30 +115,50 @@ class _Net(nn.Module):
         if self.norms is None:
             return z
         if self.norm == "batch" and self.training and z.shape[0] == 1:
-            raise ValueError("batch norm needs mini-batches of two or more examples; for a "
-                             "one-example-at-a-time stream use norm='layer'")
+            raise ValueError(
+                "batch norm needs mini-batches of two or more examples; for a "
+                "one-example-at-a-time stream use norm='layer'"
+            )
         return self.norms[l](z)
 
 
 class MLP(_Net):
     """Fully connected ReLU network for Online Permuted MNIST.
 
-    ``in_features`` -> ``depth`` hidden layers of ``width`` ReLU units -> ``out_features``.
+    ``in_features`` -> ``depth`` hidden layers of ``width`` ReLU units ->
+    ``out_features``.
     The paper uses 784 -> 3 x 2000 -> 10. Optional ``dropout`` after each hidden layer
     and ``norm`` ('layer' or 'batch') between each hidden linear layer and its ReLU.
     """
 
-    def __init__(self, in_features: int = 784, width: int = 2000, depth: int = 3,
-                 out_features: int = 10, dropout: float = 0.0, norm: str | None = None,
-                 seed: int | None = None, init: str = "kaiming"):
+    def __init__(
+        self,
+        in_features: int = 784,
+        width: int = 2000,
+        depth: int = 3,
+        out_features: int = 10,
+        dropout: float = 0.0,
+        norm: str | None = None,
+        seed: int | None = None,
+        init: str = "kaiming",
+    ):
         super().__init__()
         _check("MLP", dropout, norm, init)
         if min(in_features, width, depth, out_features) < 1:
-            raise ValueError("in_features, width, depth and out_features must all be >= 1")
+            raise ValueError(
+                "in_features, width, depth and out_features must all be >= 1"
+            )
         self.in_features, self.width, self.depth = in_features, width, depth
-        self.out_features, self.dropout, self.norm, self.init = out_features, dropout, norm, init
+        self.out_features, self.dropout, self.norm, self.init = (
+            out_features,
+            dropout,
+            norm,
+            init,
+        )
         sizes = [in_features] + [width] * depth
-        self.hidden = nn.ModuleList(nn.Linear(a, b) for a, b in zip(sizes[:-1], sizes[1:]))
+        self.hidden = nn.ModuleList(
+            nn.Linear(a, b) for a, b in zip(sizes[:-1], sizes[1:])
+        )
         if norm == "layer":
             self.norms = nn.ModuleList(nn.LayerNorm(width) for _ in range(depth))
         elif norm == "batch":
@@ -139,8 +171,12 @@ class MLP(_Net):
     def weight_layers(self) -> list[nn.Linear]:
         return [*self.hidden, self.output]
 
-    def forward(self, x: torch.Tensor, return_hidden: bool = False,
-                generator: torch.Generator | None = None):
+    def forward(
+        self,
+        x: torch.Tensor,
+        return_hidden: bool = False,
+        generator: torch.Generator | None = None,
+    ):
         """Logits for ``x`` ([batch, in_features]); with ``return_hidden`` also the list
         of post-ReLU activations of the hidden layers."""
         hidden = []
@@ -163,20 +199,34 @@ class ConvNet(_Net):
     next layer sees); a conv unit is a channel.
     """
 
-    def __init__(self, in_channels: int = 3, n_classes: int = 2, dropout: float = 0.0,
-                 norm: str | None = None, seed: int | None = None, init: str = "kaiming"):
+    def __init__(
+        self,
+        in_channels: int = 3,
+        n_classes: int = 2,
+        dropout: float = 0.0,
+        norm: str | None = None,
+        seed: int | None = None,
+        init: str = "kaiming",
+    ):
         super().__init__()
         _check("ConvNet", dropout, norm, init)
         if norm == "layer":
             raise ValueError("the ConvNet supports norm=None or 'batch'")
         self.dropout, self.norm, self.init = dropout, norm, init
-        self.convs = nn.ModuleList([nn.Conv2d(in_channels, 32, 5), nn.Conv2d(32, 64, 3),
-                                    nn.Conv2d(64, 128, 3)])
+        self.convs = nn.ModuleList(
+            [nn.Conv2d(in_channels, 32, 5), nn.Conv2d(32, 64, 3), nn.Conv2d(64, 128, 3)]
+        )
         self.fcs = nn.ModuleList([nn.Linear(128 * 2 * 2, 128), nn.Linear(128, 128)])
         if norm == "batch":
-            self.norms = nn.ModuleList([nn.BatchNorm2d(32), nn.BatchNorm2d(64),
-                                        nn.BatchNorm2d(128), nn.BatchNorm1d(128),
-                                        nn.BatchNorm1d(128)])
+            self.norms = nn.ModuleList(
+                [
+                    nn.BatchNorm2d(32),
+                    nn.BatchNorm2d(64),
+                    nn.BatchNorm2d(128),
+                    nn.BatchNorm1d(128),
+                    nn.BatchNorm1d(128),
+                ]
+            )
         else:
             self.norms = None
         self.output = nn.Linear(128, n_classes)
@@ -191,13 +241,19 @@ class ConvNet(_Net):
             self.output.weight.zero_()
             self.output.bias.zero_()
 
-    def forward(self, x: torch.Tensor, return_hidden: bool = False,
-                generator: torch.Generator | None = None):
+    def forward(
+        self,
+        x: torch.Tensor,
+        return_hidden: bool = False,
+        generator: torch.Generator | None = None,
+    ):
         """Logits for ``x`` ([batch, 3, 32, 32]); with ``return_hidden`` also the
         hidden activations."""
         if x.dim() != 4 or x.shape[-2:] != (32, 32):
-            raise ValueError("ConvNet expects images of shape [batch, channels, 32, 32], "
-                             f"got {tuple(x.shape)}")
+            raise ValueError(
+                "ConvNet expects images of shape [batch, channels, 32, 32], "
+                f"got {tuple(x.shape)}"
+            )
         hidden = []
         h = x
         for l, conv in enumerate(self.convs):

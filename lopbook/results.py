@@ -5,6 +5,7 @@ its config, the data it was trained on, its per-task numbers and a record of how
 it was made (library versions, device, wall time). A file that was cut short or
 edited by hand is reported by name, with what to do.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -17,8 +18,17 @@ import numpy as np
 from .configs import config_from_dict, key_settings
 from .io import write_text
 
-__all__ = ["RunResult", "save_result", "load_result", "load_results", "group_by_label",
-           "mean_and_stderr", "bin_tasks", "first_and_last", "FORMAT"]
+__all__ = [
+    "RunResult",
+    "save_result",
+    "load_result",
+    "load_results",
+    "group_by_label",
+    "mean_and_stderr",
+    "bin_tasks",
+    "first_and_last",
+    "FORMAT",
+]
 
 FORMAT = "lopbook-result/2"
 
@@ -56,9 +66,11 @@ class RunResult:
     def __repr__(self) -> str:
         acc = self.accuracy
         summary = f"{acc[0]:.3f} -> {acc[-1]:.3f}" if len(acc) else "no tasks yet"
-        return (f"RunResult({self.label!r}, seed={self.config.seed}, tasks "
-                f"{self.tasks_done}/{self.config.tasks}, accuracy {summary}, "
-                f"data={self.meta.get('dataset')!r})")
+        return (
+            f"RunResult({self.label!r}, seed={self.config.seed}, tasks "
+            f"{self.tasks_done}/{self.config.tasks}, accuracy {summary}, "
+            f"data={self.meta.get('dataset')!r})"
+        )
 
 
 def _plain(value):
@@ -103,17 +115,26 @@ def result_from_record(record: dict, origin: str = "a result record") -> RunResu
         config = config_from_dict(record["experiment"], record["config"])
         accuracy = np.asarray(record["accuracy"], dtype=float)
         metrics = {k: np.asarray(v, dtype=float) for k, v in record["metrics"].items()}
-        result = RunResult(config, accuracy, np.asarray(record["train_accuracy"], dtype=float),
-                           metrics, dict(record["meta"]))
+        result = RunResult(
+            config,
+            accuracy,
+            np.asarray(record["train_accuracy"], dtype=float),
+            metrics,
+            dict(record["meta"]),
+        )
         if result.tasks_done != record["tasks_done"] or accuracy.ndim != 1:
-            raise ValueError(f"it says {record['tasks_done']} tasks but holds "
-                             f"{result.tasks_done} accuracies")
+            raise ValueError(
+                f"it says {record['tasks_done']} tasks but holds "
+                f"{result.tasks_done} accuracies"
+            )
         if metrics and any(len(v) != len(metrics["task"]) for v in metrics.values()):
             raise ValueError("its metrics have different lengths")
     except (KeyError, TypeError, ValueError, AttributeError) as err:
-        raise ValueError(f"{origin} is not a valid lopbook result ({err}); if it was edited "
-                         "or cut short, delete it (and its run directory) to compute the run "
-                         "again") from None
+        raise ValueError(
+            f"{origin} is not a valid lopbook result ({err}); if it was edited "
+            "or cut short, delete it (and its run directory) to compute the run "
+            "again"
+        ) from None
     return result
 
 
@@ -123,8 +144,10 @@ def load_result(directory: Path) -> RunResult:
     try:
         record = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as err:
-        raise ValueError(f"{path} is not valid JSON ({err}): the file was cut short or "
-                         "edited by hand; delete its directory to compute the run again") from None
+        raise ValueError(
+            f"{path} is not valid JSON ({err}): the file was cut short or "
+            "edited by hand; delete its directory to compute the run again"
+        ) from None
     if not isinstance(record, dict):
         raise ValueError(f"{path} does not hold a lopbook result; delete its directory")
     return result_from_record(record, str(path))
@@ -166,7 +189,9 @@ def bin_tasks(values: np.ndarray, size: int) -> np.ndarray:
     return values[..., : n * size].reshape(*values.shape[:-1], n, size).mean(axis=-1)
 
 
-def first_and_last(results: list[RunResult], k: int | None = None) -> tuple[float, float]:
+def first_and_last(
+    results: list[RunResult], k: int | None = None
+) -> tuple[float, float]:
     """Mean accuracy over the first and over the last ``k`` tasks of ``results`` (all
     runs of one setting; ``k`` None: a tenth of the tasks, at least one)."""
     n = min(r.tasks_done for r in results)

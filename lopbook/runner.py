@@ -13,6 +13,7 @@ task; running again loads finished runs and resumes the others from their checkp
 with the same numbers as an uninterrupted run. Files are written atomically and each
 run directory is locked while a process trains it.
 """
+
 from __future__ import annotations
 
 import concurrent.futures
@@ -61,12 +62,15 @@ class RunOptions:
 
     def check(self) -> None:
         if self.backend not in ("auto", "engine", "reference"):
-            raise ValueError(f"backend must be 'auto', 'engine' or 'reference', "
-                             f"got {self.backend!r}")
+            raise ValueError(
+                f"backend must be 'auto', 'engine' or 'reference', got {self.backend!r}"
+            )
         if self.workers is not None and self.workers < 1:
             raise ValueError(f"workers must be >= 1, got {self.workers}")
         if not self.checkpoint_every >= 0:
-            raise ValueError(f"checkpoint_every must be >= 0 seconds, got {self.checkpoint_every}")
+            raise ValueError(
+                f"checkpoint_every must be >= 0 seconds, got {self.checkpoint_every}"
+            )
 
 
 @dataclass
@@ -80,9 +84,11 @@ class Data:
     """recorded in every result: dataset (its name), dataset_id, dataset_warning"""
 
 
-# ---------------------------------------------------------------------------------- trainers
+# ----------------------------------------------------------------------------------
+# trainers
 class Reference:
-    """Runs trained one after the other with the reference learners (the engine's interface)."""
+    """Runs trained one after the other with the reference learners (the engine's
+    interface)."""
 
     def __init__(self, learners, device):
         self.learners, self.device, self.R = learners, device, len(learners)
@@ -91,13 +97,17 @@ class Reference:
         correct = torch.zeros(self.R, dtype=torch.long, device=self.device)
         for r, learner in enumerate(self.learners):
             for i in range(x.shape[1]):
-                _, out = learner.learn(x[r, i:i + 1], y[r, i:i + 1])
-                correct[r] += (out.argmax(dim=-1) == y[r, i:i + 1]).sum()
+                _, out = learner.learn(x[r, i : i + 1], y[r, i : i + 1])
+                correct[r] += (out.argmax(dim=-1) == y[r, i : i + 1]).sum()
         return correct
 
     def train_batch(self, x, y):
-        return torch.stack([(learner.learn(x[r], y[r])[1].argmax(-1) == y[r]).sum()
-                            for r, learner in enumerate(self.learners)])
+        return torch.stack(
+            [
+                (learner.learn(x[r], y[r])[1].argmax(-1) == y[r]).sum()
+                for r, learner in enumerate(self.learners)
+            ]
+        )
 
     @torch.no_grad()
     def evaluate(self, x, y, batch_size=1000):
@@ -105,13 +115,16 @@ class Reference:
         for r, learner in enumerate(self.learners):
             learner.net.eval()
             for i in range(0, x.shape[1], batch_size):
-                out = learner.net(x[r, i:i + batch_size])
-                correct[r] += (out.argmax(-1) == y[r, i:i + batch_size]).sum()
+                out = learner.net(x[r, i : i + batch_size])
+                correct[r] += (out.argmax(-1) == y[r, i : i + batch_size]).sum()
             learner.net.train()
         return correct
 
     def metrics(self, probe):
-        return [plasticity_metrics(learner.net, probe[r]) for r, learner in enumerate(self.learners)]
+        return [
+            plasticity_metrics(learner.net, probe[r])
+            for r, learner in enumerate(self.learners)
+        ]
 
     @torch.no_grad()
     def reset_head(self):
@@ -138,14 +151,22 @@ def make_trainer(configs, nets, backend: str, device):
         backend = "engine" if supported else "reference"
     if backend == "engine":
         if not supported:
-            raise ValueError("the lockstep engine supports no normalisation but layer norm in "
-                             "the MLP; use backend='reference'")
+            raise ValueError(
+                "the lockstep engine supports no normalisation but layer norm in "
+                "the MLP; use backend='reference'"
+            )
         c = configs[0]
-        trainer = Lockstep(nets, [cfg.run_settings() for cfg in configs], optimizer=c.optimizer,
-                           betas=tuple(c.betas), device=device)
+        trainer = Lockstep(
+            nets,
+            [cfg.run_settings() for cfg in configs],
+            optimizer=c.optimizer,
+            betas=tuple(c.betas),
+            device=device,
+        )
     else:
-        trainer = Reference([cfg.learner(net.to(device)) for cfg, net in zip(configs, nets)],
-                            device)
+        trainer = Reference(
+            [cfg.learner(net.to(device)) for cfg, net in zip(configs, nets)], device
+        )
     return trainer, backend
 
 
@@ -164,7 +185,8 @@ def _cpu_threads(n: int | None):
         torch.set_num_threads(before)
 
 
-# ---------------------------------------------------------------------------------- one run
+# ---------------------------------------------------------------------------------- one
+# run
 class Run:
     """Book-keeping of one run: its partial results and where they are saved."""
 
@@ -175,8 +197,10 @@ class Run:
         self.accuracy, self.train_accuracy, self.metrics = [], [], []
         self.meta = dict(meta)
         self.wall_time = 0.0
-        self.state = None          # the trainer's state of this run, from a checkpoint
-        self.position = None       # where inside a task the checkpoint was made (None: at a boundary)
+        self.state = None  # the trainer's state of this run, from a checkpoint
+        self.position = (
+            None  # where inside a task the checkpoint was made (None: at a boundary)
+        )
 
     @property
     def task(self) -> int:
@@ -184,14 +208,18 @@ class Run:
         return len(self.accuracy)
 
     def _same(self, saved_config: dict, origin: Path) -> None:
-        wanted = {k: v for k, v in dataclasses.asdict(self.config).items() if k != "label"}
+        wanted = {
+            k: v for k, v in dataclasses.asdict(self.config).items() if k != "label"
+        }
         theirs = config_from_dict(type(self.config).__name__, saved_config)
         theirs = {k: v for k, v in dataclasses.asdict(theirs).items() if k != "label"}
         if theirs != wanted:
             differ = sorted(k for k in wanted if wanted[k] != theirs.get(k))
-            raise ValueError(f"{origin} holds a run with other settings ({', '.join(differ)} "
-                             "differ: a default of the code changed?); delete that directory "
-                             "or use another out_dir")
+            raise ValueError(
+                f"{origin} holds a run with other settings ({', '.join(differ)} "
+                "differ: a default of the code changed?); delete that directory "
+                "or use another out_dir"
+            )
 
     def load(self) -> RunResult | None:
         """The finished result, or (loaded into self) the last checkpoint, if any."""
@@ -202,27 +230,37 @@ class Run:
             result = load_result(self.dir)
             self._same(dataclasses.asdict(result.config), self.dir / "result.json")
             if result.meta.get("dataset_id") != self.meta.get("dataset_id"):
-                raise ValueError(f"{self.dir} was trained on other data "
-                                 f"({result.meta.get('dataset')}); delete it")
+                raise ValueError(
+                    f"{self.dir} was trained on other data "
+                    f"({result.meta.get('dataset')}); delete it"
+                )
             if result.complete:
-                if checkpoint.exists():              # killed between the last two writes
+                if checkpoint.exists():  # killed between the last two writes
                     checkpoint.unlink()
-                result.config = self.config          # the same run, perhaps under another label
+                result.config = self.config  # the same run, perhaps under another label
                 return result
         if checkpoint.exists():
             try:
                 saved = torch.load(checkpoint, map_location="cpu", weights_only=True)
                 config = saved["config"]
-            except Exception as err:                 # noqa: BLE001 - any unreadable file
-                raise ValueError(f"{checkpoint} cannot be read ({type(err).__name__}: {err}); "
-                                 "delete it to restart the run from its last result") from None
+            except Exception as err:  # noqa: BLE001 - any unreadable file
+                raise ValueError(
+                    f"{checkpoint} cannot be read ({type(err).__name__}: {err}); "
+                    "delete it to restart the run from its last result"
+                ) from None
             self._same(config, checkpoint)
-            self.accuracy, self.train_accuracy = saved["accuracy"], saved["train_accuracy"]
+            self.accuracy, self.train_accuracy = (
+                saved["accuracy"],
+                saved["train_accuracy"],
+            )
             self.metrics = [(t, PlasticityMetrics(**m)) for t, m in saved["metrics"]]
             self.wall_time = saved["wall_time"]
             self.state, self.position = saved["state"], saved["position"]
-            self.meta["resumed_from"] = {"task": self.task, "position": _describe(self.position)}
-            if self.task >= self.config.tasks:       # cut during the final save: finish it
+            self.meta["resumed_from"] = {
+                "task": self.task,
+                "position": _describe(self.position),
+            }
+            if self.task >= self.config.tasks:  # cut during the final save: finish it
                 self.save(self.state, None)
                 return self.result()
         return None
@@ -232,23 +270,38 @@ class Run:
         if self.metrics:
             metrics["task"] = np.array([t for t, _ in self.metrics])
             for key in PlasticityMetrics.__dataclass_fields__:
-                metrics[key] = np.array([getattr(m, key) for _, m in self.metrics], dtype=float)
+                metrics[key] = np.array(
+                    [getattr(m, key) for _, m in self.metrics], dtype=float
+                )
         meta = dict(self.meta, wall_time_s=self.wall_time)
-        return RunResult(self.config, np.array(self.accuracy, dtype=float),
-                         np.array(self.train_accuracy, dtype=float), metrics, meta)
+        return RunResult(
+            self.config,
+            np.array(self.accuracy, dtype=float),
+            np.array(self.train_accuracy, dtype=float),
+            metrics,
+            meta,
+        )
 
     def save(self, state, position) -> None:
-        """A checkpoint (``state``: the trainer's, ``position``: inside the current task),
+        """A checkpoint (``state``: the trainer's, ``position``: inside the current
+        task),
         then the result; once complete, the result alone."""
         if self.dir is None:
             return
         result = self.result()
         if not result.complete:
-            payload = {"config": dataclasses.asdict(self.config), "accuracy": self.accuracy,
-                       "train_accuracy": self.train_accuracy,
-                       "metrics": [(t, m.as_dict()) for t, m in self.metrics],
-                       "wall_time": self.wall_time, "state": state, "position": position}
-            atomic_write(self.dir / "checkpoint.pt", lambda tmp: torch.save(payload, tmp))
+            payload = {
+                "config": dataclasses.asdict(self.config),
+                "accuracy": self.accuracy,
+                "train_accuracy": self.train_accuracy,
+                "metrics": [(t, m.as_dict()) for t, m in self.metrics],
+                "wall_time": self.wall_time,
+                "state": state,
+                "position": position,
+            }
+            atomic_write(
+                self.dir / "checkpoint.pt", lambda tmp: torch.save(payload, tmp)
+            )
         save_result(result, self.dir)
         if result.complete and (self.dir / "checkpoint.pt").exists():
             (self.dir / "checkpoint.pt").unlink()
@@ -267,12 +320,18 @@ def _describe(position) -> str:
     return ", ".join(f"{k} {v}" for k, v in position["shared"].items())
 
 
-# ---------------------------------------------------------------------------------- groups
+# ----------------------------------------------------------------------------------
+# groups
 class Group:
     """Runs trained together: their trainer, data and the position inside the task."""
 
     def __init__(self, experiment, runs: list[Run], data: Data, device, backend: str):
-        self.experiment, self.runs, self.data, self.device = experiment, runs, data, device
+        self.experiment, self.runs, self.data, self.device = (
+            experiment,
+            runs,
+            data,
+            device,
+        )
         configs = [run.config for run in runs]
         nets = experiment.networks(configs, data)
         self.trainer, backend = make_trainer(configs, nets, backend, device)
@@ -284,10 +343,17 @@ class Group:
         # {"shared": {...}, "runs": {name: one value per run}}; the experiment keeps it
         # up to date, and a checkpoint saves it.
         positions = [run.position for run in runs]
-        self.position = None if positions[0] is None else {
-            "shared": positions[0]["shared"],
-            "runs": {k: [p["runs"][k] for p in positions] for k in positions[0]["runs"]}}
-        self.cache: dict = {}      # what the experiment keeps between tasks (data streams)
+        self.position = (
+            None
+            if positions[0] is None
+            else {
+                "shared": positions[0]["shared"],
+                "runs": {
+                    k: [p["runs"][k] for p in positions] for k in positions[0]["runs"]
+                },
+            }
+        )
+        self.cache: dict = {}  # what the experiment keeps between tasks (data streams)
 
     @property
     def config(self):
@@ -295,14 +361,20 @@ class Group:
 
     def save(self) -> None:
         for r, run in enumerate(self.runs):
-            position = None if self.position is None else {
-                "shared": dict(self.position["shared"]),
-                "runs": {k: _one(v[r]) for k, v in self.position["runs"].items()}}
+            position = (
+                None
+                if self.position is None
+                else {
+                    "shared": dict(self.position["shared"]),
+                    "runs": {k: _one(v[r]) for k, v in self.position["runs"].items()},
+                }
+            )
             run.save(self.trainer.run_state(r), position)
 
 
 def train_group(group: Group, options: RunOptions, bar=None, report=None) -> None:
-    """Train the group's runs to the end, checkpointing every ``checkpoint_every`` seconds."""
+    """Train the group's runs to the end, checkpointing every ``checkpoint_every``
+    seconds."""
     cfg = group.config
     last_save = time.monotonic()
     for t in range(group.runs[0].task, cfg.tasks):
@@ -320,9 +392,14 @@ def train_group(group: Group, options: RunOptions, bar=None, report=None) -> Non
         for run in group.runs:
             run.wall_time += spent / len(group.runs)
         if bar is not None:
-            bar.set_postfix(task=f"{t + 1}/{cfg.tasks}",
-                            accuracy=f"{np.mean([r.accuracy[-1] for r in group.runs]):.3f}")
-        if t == cfg.tasks - 1 or time.monotonic() - last_save >= options.checkpoint_every:
+            bar.set_postfix(
+                task=f"{t + 1}/{cfg.tasks}",
+                accuracy=f"{np.mean([r.accuracy[-1] for r in group.runs]):.3f}",
+            )
+        if (
+            t == cfg.tasks - 1
+            or time.monotonic() - last_save >= options.checkpoint_every
+        ):
             group.save()
             last_save = time.monotonic()
 
@@ -334,7 +411,10 @@ def _train_here(experiment, group_runs, data, options, device, position=0, repor
     # measurable.
     torch.set_flush_denormal(True)
     try:
-        with _cpu_threads(1 if device.type == "cpu" else None), contextlib.ExitStack() as stack:
+        with (
+            _cpu_threads(1 if device.type == "cpu" else None),
+            contextlib.ExitStack() as stack,
+        ):
             for run in group_runs:
                 if run.dir is not None:
                     stack.enter_context(locked(run.dir))
@@ -343,8 +423,14 @@ def _train_here(experiment, group_runs, data, options, device, position=0, repor
             done = _steps_done(experiment, group)
             bar = None
             if options.progress and report is None:
-                bar = tqdm(total=total, initial=done, unit="step", unit_scale=True,
-                           position=position, desc=experiment.describe(group_runs, data))
+                bar = tqdm(
+                    total=total,
+                    initial=done,
+                    unit="step",
+                    unit_scale=True,
+                    position=position,
+                    desc=experiment.describe(group_runs, data),
+                )
             try:
                 train_group(group, options, bar, report)
             finally:
@@ -362,11 +448,13 @@ def _steps_done(experiment, group) -> int:
     return done
 
 
-# ---------------------------------------------------------------------------------- the runner
+# ---------------------------------------------------------------------------------- the
+# runner
 def run(configs, options: RunOptions | None = None, **overrides) -> list[RunResult]:
     """Run every config (all of one experiment) and return their results, in order.
 
-    ``overrides`` are fields of :class:`RunOptions` (``run(configs, out_dir="results")``).
+    ``overrides`` are fields of :class:`RunOptions` (``run(configs,
+    out_dir="results")``).
     """
     options = dataclasses.replace(options or RunOptions(), **overrides)
     options.check()
@@ -376,8 +464,10 @@ def run(configs, options: RunOptions | None = None, **overrides) -> list[RunResu
     kind = type(configs[0])
     for cfg in configs:
         if type(cfg) is not kind:
-            raise TypeError(f"all configs must be of one experiment: got {kind.__name__} and "
-                            f"{type(cfg).__name__}")
+            raise TypeError(
+                f"all configs must be of one experiment: got {kind.__name__} and "
+                f"{type(cfg).__name__}"
+            )
         cfg.validate()
     experiment = experiment_of(kind)
     device = get_device(options.device)
@@ -389,11 +479,13 @@ def run(configs, options: RunOptions | None = None, **overrides) -> list[RunResu
             data[cfg.data] = experiment.load_data(cfg, device, options.data_dir)
     keys = [run_key(cfg, data[cfg.data].identity) for cfg in configs]
     if len(set(keys)) != len(keys):
-        raise ValueError("two configs describe the same run (same settings, seed and data); "
-                         "give them different seeds")
+        raise ValueError(
+            "two configs describe the same run (same settings, seed and data); "
+            "give them different seeds"
+        )
 
     results: dict[int, RunResult] = {}
-    jobs = []          # (indices, runs, data): the runs of one group at one point of training
+    jobs = []  # (indices, runs, data): the runs of one group at one point of training
     groups: dict[tuple, list[int]] = {}
     for i, cfg in enumerate(configs):
         groups.setdefault(cfg.group_key(), []).append(i)
@@ -412,23 +504,28 @@ def run(configs, options: RunOptions | None = None, **overrides) -> list[RunResu
             jobs.append(([i for i, _ in items], [r for _, r in items], shared))
 
     workers = options.workers
-    if workers is None:      # groups use the CPU's cores side by side; one GPU takes one at a time
+    if (
+        workers is None
+    ):  # groups use the CPU's cores side by side; one GPU takes one at a time
         workers = 1 if device.type == "cuda" else min(len(jobs), os.cpu_count() or 1)
     if workers <= 1 or len(jobs) <= 1:
         for k, (indices, group_runs, shared) in enumerate(jobs):
-            for i, result in zip(indices, _train_here(experiment, group_runs, shared, options,
-                                                      device)):
+            for i, result in zip(
+                indices, _train_here(experiment, group_runs, shared, options, device)
+            ):
                 results[i] = result
     else:
-        for indices, job_results in _in_processes(kind, experiment, jobs, options, device,
-                                                  workers):
+        for indices, job_results in _in_processes(
+            kind, experiment, jobs, options, device, workers
+        ):
             for i, result in zip(indices, job_results):
                 results[i] = result
     return [results[i] for i in range(len(configs))]
 
 
 def run_directory(config, out_dir, data_dir=None) -> Path:
-    """Where run ``config`` is saved under ``out_dir`` (its key needs the data's identity,
+    """Where run ``config`` is saved under ``out_dir`` (its key needs the data's
+    identity,
     so the data are loaded)."""
     config.validate()
     experiment = experiment_of(type(config))
@@ -443,37 +540,52 @@ def experiment_of(kind):
     from .experiments import EXPERIMENTS
 
     if kind.__name__ not in EXPERIMENTS:
-        raise TypeError(f"{kind.__name__} is not an experiment's config; known: "
-                        f"{', '.join(EXPERIMENTS)}")
+        raise TypeError(
+            f"{kind.__name__} is not an experiment's config; known: "
+            f"{', '.join(EXPERIMENTS)}"
+        )
     return EXPERIMENTS[kind.__name__]
 
 
 def _job_in_process(kind_name, configs, keys, options, device, position, queue):
-    """A group in a worker process: load its data and checkpoints again, train, return."""
+    """A group in a worker process: load its data and checkpoints, train, return."""
     from .experiments import EXPERIMENTS
 
     experiment = EXPERIMENTS[kind_name]
     device = torch.device(device)
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DataWarning)        # the parent process has warned
+        warnings.simplefilter("ignore", DataWarning)  # the parent process has warned
         data = experiment.load_data(configs[0], device, options.data_dir)
     env = environment(device)
-    group_runs = [Run(cfg, key, options.out_dir, dict(env, **data.meta))
-                  for cfg, key in zip(configs, keys)]
+    group_runs = [
+        Run(cfg, key, options.out_dir, dict(env, **data.meta))
+        for cfg, key in zip(configs, keys)
+    ]
     for run_ in group_runs:
         if run_.load() is not None:
             raise RuntimeError(f"{run_.dir} was finished by another process meanwhile")
-    return _train_here(experiment, group_runs, data, options, device,
-                       report=lambda steps: queue.put((position, steps)))
+    return _train_here(
+        experiment,
+        group_runs,
+        data,
+        options,
+        device,
+        report=lambda steps: queue.put((position, steps)),
+    )
 
 
 def _in_processes(kind, experiment, jobs, options, device, workers):
-    """Train the jobs in worker processes, one group each, with one progress bar per group."""
+    """Train the jobs in worker processes, one group each, with one progress bar per
+    group."""
     import multiprocessing
 
-    context = multiprocessing.get_context("spawn")       # safe with threads, notebooks and CUDA
-    with context.Manager() as manager, \
-            concurrent.futures.ProcessPoolExecutor(workers, mp_context=context) as pool:
+    context = multiprocessing.get_context(
+        "spawn"
+    )  # safe with threads, notebooks and CUDA
+    with (
+        context.Manager() as manager,
+        concurrent.futures.ProcessPoolExecutor(workers, mp_context=context) as pool,
+    ):
         queue = manager.Queue()
         bars = []
         for k, (_, group_runs, shared) in enumerate(jobs):
@@ -482,12 +594,30 @@ def _in_processes(kind, experiment, jobs, options, device, workers):
             done = group_runs[0].task * steps
             if group_runs[0].position is not None:
                 done += group_runs[0].position["shared"].get("steps", 0)
-            bars.append(tqdm(total=steps * cfg.tasks, initial=done, unit="step",
-                             unit_scale=True, position=k, disable=not options.progress,
-                             desc=experiment.describe(group_runs, shared)))
-        futures = {pool.submit(_job_in_process, kind.__name__, [r.config for r in group_runs],
-                               [r.key for r in group_runs], options, str(device), k, queue):
-                   indices for k, (indices, group_runs, _) in enumerate(jobs)}
+            bars.append(
+                tqdm(
+                    total=steps * cfg.tasks,
+                    initial=done,
+                    unit="step",
+                    unit_scale=True,
+                    position=k,
+                    disable=not options.progress,
+                    desc=experiment.describe(group_runs, shared),
+                )
+            )
+        futures = {
+            pool.submit(
+                _job_in_process,
+                kind.__name__,
+                [r.config for r in group_runs],
+                [r.key for r in group_runs],
+                options,
+                str(device),
+                k,
+                queue,
+            ): indices
+            for k, (indices, group_runs, _) in enumerate(jobs)
+        }
         try:
             waiting = set(futures)
             while waiting:
@@ -499,7 +629,8 @@ def _in_processes(kind, experiment, jobs, options, device, workers):
                     yield futures[future], future.result()
         except BaseException:
             for future in futures:
-                future.cancel()     # queued groups do not start; running ones keep checkpoints
+                # queued groups do not start; running ones keep checkpoints
+                future.cancel()
             raise
         finally:
             for bar in bars:

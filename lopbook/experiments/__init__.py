@@ -4,6 +4,7 @@
 (:mod:`lopbook.configs`) and options (:class:`~lopbook.runner.RunOptions`, or its fields
 as keyword arguments) and return one :class:`~lopbook.results.RunResult` per config.
 """
+
 from __future__ import annotations
 
 from ..configs import ContinualImageNet, PermutedMNIST, runs
@@ -12,9 +13,20 @@ from ..runner import RunOptions, run
 from . import continual_imagenet, permuted_mnist
 from .continual_imagenet import linear_baseline
 
-__all__ = ["PermutedMNIST", "ContinualImageNet", "run_permuted_mnist", "run_continual_imagenet",
-           "linear_baseline", "runs", "run", "RunOptions", "SCALES", "resolve_scale", "settings",
-           "EXPERIMENTS"]
+__all__ = [
+    "PermutedMNIST",
+    "ContinualImageNet",
+    "run_permuted_mnist",
+    "run_continual_imagenet",
+    "linear_baseline",
+    "runs",
+    "run",
+    "RunOptions",
+    "SCALES",
+    "resolve_scale",
+    "settings",
+    "EXPERIMENTS",
+]
 
 #: the module that trains each config class, by the class's name
 EXPERIMENTS = {"PermutedMNIST": permuted_mnist, "ContinualImageNet": continual_imagenet}
@@ -25,7 +37,8 @@ def run_permuted_mnist(configs, options: RunOptions | None = None, **overrides):
 
     ``options`` (or keyword arguments with its field names: ``out_dir``, ``data_dir``,
     ``device``, ``backend``, ``workers``, ``progress``, ``checkpoint_every``): see
-    :class:`~lopbook.runner.RunOptions`. ``accuracy`` is the online accuracy of each task.
+    :class:`~lopbook.runner.RunOptions`. ``accuracy`` is the online accuracy of each
+    task.
     """
     return _run(configs, PermutedMNIST, options, overrides)
 
@@ -44,5 +57,7 @@ def _run(configs, kind, options, overrides):
     listed = list(configs) if isinstance(configs, (list, tuple)) else [configs]
     for cfg in listed:
         if not isinstance(cfg, kind):
-            raise TypeError(f"expected {kind.__name__} configs, got {type(cfg).__name__}")
+            raise TypeError(
+                f"expected {kind.__name__} configs, got {type(cfg).__name__}"
+            )
     return run(listed, options, **overrides)

@@ -1,4 +1,6 @@
-"""What the experiments share: metrics at the start of a task, run descriptions, warnings."""
+"""What the experiments share: metrics at the start of a task, run descriptions,
+warnings."""
+
 from __future__ import annotations
 
 import sys
@@ -8,7 +10,8 @@ from ..data import DataWarning
 
 
 def record_metrics(group, t: int, probe) -> None:
-    """Measure the plasticity metrics of every run of ``group`` on ``probe`` at task ``t``."""
+    """Measure the plasticity metrics of every run of ``group`` on ``probe`` at task
+    ``t``."""
     for run, m in zip(group.runs, group.trainer.metrics(probe)):
         run.metrics.append((t, m))
 
@@ -20,9 +23,11 @@ def describe_runs(runs) -> str:
 
 
 def warn_fallback(message: str | None) -> None:
-    """One loud DataWarning, attributed to the caller of the runner (a notebook cell)."""
+    """One loud DataWarning, attributed to the runner's caller (a notebook cell)."""
     if message:
         frame, level = sys._getframe(1), 1
-        while frame is not None and frame.f_globals.get("__name__", "").startswith("lopbook"):
-            frame, level = frame.f_back, level + 1          # the first frame outside lopbook
+        while frame is not None and frame.f_globals.get("__name__", "").startswith(
+            "lopbook"
+        ):
+            frame, level = frame.f_back, level + 1  # the first frame outside lopbook
         warnings.warn(message, DataWarning, stacklevel=level)

@@ -9,6 +9,7 @@ one is a new file here plus one line in :data:`REGISTRY`.
 >>> settings("continual_backprop", replacement_rate=1e-3).maturity_threshold
 100
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -19,23 +20,36 @@ from .continual_backprop import ContinualBackprop
 from .l2 import L2
 from .shrink_and_perturb import ShrinkAndPerturb
 
-__all__ = ["REGISTRY", "get", "settings", "hyperparameter_names", "Method",
-           "Hyperparameters", "Networks", "require"]
+__all__ = [
+    "REGISTRY",
+    "get",
+    "settings",
+    "hyperparameter_names",
+    "Method",
+    "Hyperparameters",
+    "Networks",
+    "require",
+]
 
 #: every method, by name
-REGISTRY: dict[str, type[Method]] = {m.name: m for m in (
-    Backprop,
-    L2,
-    ShrinkAndPerturb,
-    ContinualBackprop,
-)}
+REGISTRY: dict[str, type[Method]] = {
+    m.name: m
+    for m in (
+        Backprop,
+        L2,
+        ShrinkAndPerturb,
+        ContinualBackprop,
+    )
+}
 
 
 def get(name: str) -> type[Method]:
     """The method registered as ``name``."""
     if name not in REGISTRY:
-        raise ValueError(f"unknown method {name!r}; the methods are {', '.join(REGISTRY)} "
-                         "(lopbook.methods.REGISTRY)")
+        raise ValueError(
+            f"unknown method {name!r}; the methods are {', '.join(REGISTRY)} "
+            "(lopbook.methods.REGISTRY)"
+        )
     return REGISTRY[name]
 
 
@@ -45,14 +59,19 @@ def hyperparameter_names(name: str) -> list[str]:
 
 
 def settings(name: str, **values) -> Hyperparameters:
-    """Method ``name``'s hyperparameters: its defaults, overridden by ``values``, checked."""
+    """Method ``name``'s hyperparameters: its defaults, overridden by ``values``,
+    checked."""
     known = hyperparameter_names(name)
     for key in values:
         if key not in known:
             owners = [m for m in REGISTRY if key in hyperparameter_names(m)]
-            hint = f" ({key} is a hyperparameter of {', '.join(owners)})" if owners else ""
-            raise ValueError(f"method {name!r} has no hyperparameter {key!r}{hint}; its "
-                             f"hyperparameters are: {', '.join(known) or 'none'}")
+            hint = (
+                f" ({key} is a hyperparameter of {', '.join(owners)})" if owners else ""
+            )
+            raise ValueError(
+                f"method {name!r} has no hyperparameter {key!r}{hint}; its "
+                f"hyperparameters are: {', '.join(known) or 'none'}"
+            )
     result = get(name).Settings(**values)
     result.check()
     return result

@@ -1,4 +1,5 @@
 """Plain backpropagation: the gradient step and nothing else."""
+
 from __future__ import annotations
 
 import dataclasses

@@ -15,6 +15,7 @@ A method changes plain backprop in two places, both optional:
 * :meth:`Method.after_step`: anything done after the gradient step (noise,
   replacing units).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -49,8 +50,11 @@ class Hyperparameters:
 
     def shared(self) -> tuple:
         """The values that runs trained as one instance of the method must share."""
-        return tuple((f.name, getattr(self, f.name)) for f in dataclasses.fields(self)
-                     if f.name not in self.PER_RUN)
+        return tuple(
+            (f.name, getattr(self, f.name))
+            for f in dataclasses.fields(self)
+            if f.name not in self.PER_RUN
+        )
 
 
 class Networks:
@@ -71,22 +75,32 @@ class Networks:
     step : number of gradient steps taken so far.
     """
 
-    def __init__(self, weights: list[torch.Tensor], biases: list[torch.Tensor],
-                 gains: list[torch.Tensor], shifts: list[torch.Tensor],
-                 generators: Sequence[torch.Generator], init_bounds: list[float],
-                 buffers: Callable[[int], list[torch.Tensor]],
-                 clock: list[int] | None = None,
-                 running: tuple[list[torch.Tensor], list[torch.Tensor]] = ([], [])):
+    def __init__(
+        self,
+        weights: list[torch.Tensor],
+        biases: list[torch.Tensor],
+        gains: list[torch.Tensor],
+        shifts: list[torch.Tensor],
+        generators: Sequence[torch.Generator],
+        init_bounds: list[float],
+        buffers: Callable[[int], list[torch.Tensor]],
+        clock: list[int] | None = None,
+        running: tuple[list[torch.Tensor], list[torch.Tensor]] = ([], []),
+    ):
         self.weights, self.biases = weights, biases
         self.gains, self.shifts = gains, shifts
-        self.running_means, self.running_vars = running    # batch norm (reference learners)
+        self.running_means, self.running_vars = (
+            running  # batch norm (reference learners)
+        )
         self.generators = list(generators)
-        self.init_bounds = init_bounds      # half-width of each layer's uniform initial weights
+        self.init_bounds = (
+            init_bounds  # half-width of each layer's uniform initial weights
+        )
         self._buffers = buffers
         hidden = [p for pair in zip(weights[:-1], biases[:-1]) for p in pair]
         norms = [p for pair in zip(gains, shifts) for p in pair]
         self.params = hidden + norms + [weights[-1], biases[-1]]
-        self._clock = clock if clock is not None else [0]    # shared with every view
+        self._clock = clock if clock is not None else [0]  # shared with every view
 
     @property
     def step(self) -> int:
@@ -119,21 +133,31 @@ class Networks:
         return self._buffers(self.index(tensor))
 
     def fresh_weights(self, l: int, n: int, generator: torch.Generator) -> torch.Tensor:
-        """Incoming weights for ``n`` new units of layer ``l``, drawn as at initialisation."""
+        """Incoming weights for ``n`` new units of layer ``l``, drawn as at
+        initialisation."""
         w = self.weights[l]
         bound = self.init_bounds[l]
         fresh = torch.empty((n, *w.shape[2:]), device=w.device, dtype=w.dtype)
         return fresh.uniform_(-bound, bound, generator=generator)
 
     def select(self, start: int, stop: int) -> "Networks":
-        """Runs ``start`` to ``stop - 1`` as networks of their own (views: changes show here)."""
+        """Runs ``start`` to ``stop - 1`` as networks of their own (views: changes show
+        here)."""
         part = slice(start, stop)
-        view = Networks([w[part] for w in self.weights], [b[part] for b in self.biases],
-                        [g[part] for g in self.gains], [s[part] for s in self.shifts],
-                        self.generators[part], self.init_bounds,
-                        lambda i: [b[part] for b in self._buffers(i)], self._clock,
-                        ([m[part] for m in self.running_means],
-                         [v[part] for v in self.running_vars]))
+        view = Networks(
+            [w[part] for w in self.weights],
+            [b[part] for b in self.biases],
+            [g[part] for g in self.gains],
+            [s[part] for s in self.shifts],
+            self.generators[part],
+            self.init_bounds,
+            lambda i: [b[part] for b in self._buffers(i)],
+            self._clock,
+            (
+                [m[part] for m in self.running_means],
+                [v[part] for v in self.running_vars],
+            ),
+        )
         return view
 
 
@@ -177,7 +201,8 @@ class Method:
 
     # ---------------------------------------------------------------- the hooks
     def gradient(self, i: int, p: torch.Tensor) -> torch.Tensor | None:
-        """A term to add to the loss gradient of parameter ``params[i]`` (``p``), or None."""
+        """A term to add to the loss gradient of parameter ``params[i]`` (``p``), or
+        None."""
         return None
 
     def after_step(self, hidden: list[torch.Tensor]) -> None:
@@ -191,14 +216,17 @@ class Method:
     def load_run_state(self, r: int, saved: dict) -> None:
         """Restore run ``r`` from :meth:`run_state`."""
         if saved.keys() != self.state.keys():
-            raise ValueError(f"checkpoint of {self.name} has state {sorted(saved)}, "
-                             f"expected {sorted(self.state)}")
+            raise ValueError(
+                f"checkpoint of {self.name} has state {sorted(saved)}, "
+                f"expected {sorted(self.state)}"
+            )
         for k, v in self.state.items():
             _put(v, r, saved[k])
 
 
 def _take(value, r):
-    """Run ``r``'s part of a state entry, as a CPU tensor (checkpoints hold tensors only)."""
+    """Run ``r``'s part of a state entry, as a CPU tensor (checkpoints hold tensors
+    only)."""
     if isinstance(value, list):
         return [_take(v, r) for v in value]
     if isinstance(value, torch.Tensor):

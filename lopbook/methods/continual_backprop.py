@@ -1,4 +1,5 @@
-"""Continual backpropagation (Dohare et al., 2024): backprop plus selective reinitialisation.
+"""Continual backpropagation (Dohare et al., 2024): backprop plus selective
+reinitialisation.
 
 After every gradient step, for every hidden layer:
 
@@ -12,6 +13,7 @@ After every gradient step, for every hidden layer:
    the network's output does not change), age and utility reset, their
    optimiser state cleared (:meth:`~ContinualBackprop.reinitialise`).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -43,17 +45,29 @@ class ContinualBackpropSettings(Hyperparameters):
     PER_RUN = ("replacement_rate",)
 
     def check(self) -> None:
-        require(0 <= self.replacement_rate <= 1,
-                f"replacement_rate must be in [0, 1], got {self.replacement_rate}")
-        require(isinstance(self.maturity_threshold, (int, np.integer))
-                and self.maturity_threshold >= 0,
-                f"maturity_threshold must be an integer >= 0, got {self.maturity_threshold}")
-        require(0 <= self.decay_rate < 1, f"decay_rate must be in [0, 1), got {self.decay_rate}")
-        require(self.utility in UTILITIES,
-                f"utility must be one of {UTILITIES}, got {self.utility!r}")
+        require(
+            0 <= self.replacement_rate <= 1,
+            f"replacement_rate must be in [0, 1], got {self.replacement_rate}",
+        )
+        require(
+            isinstance(self.maturity_threshold, (int, np.integer))
+            and self.maturity_threshold >= 0,
+            "maturity_threshold must be an integer >= 0, "
+            f"got {self.maturity_threshold}",
+        )
+        require(
+            0 <= self.decay_rate < 1,
+            f"decay_rate must be in [0, 1), got {self.decay_rate}",
+        )
+        require(
+            self.utility in UTILITIES,
+            f"utility must be one of {UTILITIES}, got {self.utility!r}",
+        )
 
 
-def lowest_utility(utility: torch.Tensor, eligible: torch.Tensor, k: int) -> torch.Tensor:
+def lowest_utility(
+    utility: torch.Tensor, eligible: torch.Tensor, k: int
+) -> torch.Tensor:
     """Indices of the ``k`` eligible units of lowest utility in each row of
     ``utility`` (``[runs, units]``); ties go to the lower index."""
     scores = torch.where(eligible, utility, torch.full_like(utility, float("inf")))
@@ -76,31 +90,41 @@ class ContinualBackprop(Method):
     def __init__(self, nets, settings):
         super().__init__(nets, settings)
         R, L = nets.runs, len(nets.hidden_sizes)
-        zeros = [torch.zeros(R, n, device=nets.device, dtype=nets.weights[0].dtype)
-                 for n in nets.hidden_sizes]
+        zeros = [
+            torch.zeros(R, n, device=nets.device, dtype=nets.weights[0].dtype)
+            for n in nets.hidden_sizes
+        ]
         self.utility = zeros
-        self.mean_activation = [z.clone() for z in zeros]      # for the adaptable utility
+        self.mean_activation = [z.clone() for z in zeros]  # for the adaptable utility
         # a unit's age is the step count minus the step it was born at
-        self.birth = [torch.zeros(R, n, dtype=torch.long, device=nets.device)
-                      for n in nets.hidden_sizes]
+        self.birth = [
+            torch.zeros(R, n, dtype=torch.long, device=nets.device)
+            for n in nets.hidden_sizes
+        ]
         self.rate = self.per_run("replacement_rate")
         self.accumulated = np.zeros((R, L))
-        self.replacements = np.zeros((R, L), dtype=np.int64)   # units replaced so far
+        self.replacements = np.zeros((R, L), dtype=np.int64)  # units replaced so far
         # replacements of the last m steps, in a ring indexed by step % m
         m = self.hp.maturity_threshold
         self.recent = np.zeros((R, max(m, 1), L), dtype=np.int64)
         self.recent_sum = np.zeros((R, L), dtype=np.int64)
-        self.state = dict(utility=self.utility, mean_activation=self.mean_activation,
-                          birth=self.birth, accumulated=self.accumulated,
-                          replacements=self.replacements, recent=self.recent,
-                          recent_sum=self.recent_sum)
+        self.state = dict(
+            utility=self.utility,
+            mean_activation=self.mean_activation,
+            birth=self.birth,
+            accumulated=self.accumulated,
+            replacements=self.replacements,
+            recent=self.recent,
+            recent_sum=self.recent_sum,
+        )
 
     def age(self, l: int) -> torch.Tensor:
-        """Steps since each unit of hidden layer ``l`` was (re)initialised, ``[runs, units]``."""
+        """Steps since each unit of hidden layer ``l`` was (re)initialised, ``[runs,
+        units]``."""
         return self.nets.step - self.birth[l]
 
     def after_step(self, hidden: list[torch.Tensor]) -> None:
-        counts = self.replacement_counts()                 # [runs, layers], on the host
+        counts = self.replacement_counts()  # [runs, layers], on the host
         for l, h in enumerate(hidden):
             self.update_utility(l, h)
             if counts[:, l].any():
@@ -111,11 +135,11 @@ class ContinualBackprop(Method):
         ``h``: ``[runs, batch, units, ...]``)."""
         d, n = self.hp.decay_rate, h.shape[2]
         w_out = outgoing(self.nets.weights[l + 1], n)
-        dims = [1] + list(range(3, h.dim()))               # the batch (and space) axes
+        dims = [1] + list(range(3, h.dim()))  # the batch (and space) axes
         if self.hp.utility == "contribution":
-            one = h.dim() == 3 and h.shape[1] == 1         # a single example: no mean to take
+            one = h.dim() == 3 and h.shape[1] == 1  # a single example: no mean to take
             activity = h[:, 0].abs() if one else h.abs().mean(dim=dims)
-            contribution = activity * _abs_sum(w_out)      # |h| * sum_k |w_out|
+            contribution = activity * _abs_sum(w_out)  # |h| * sum_k |w_out|
         else:
             self.mean_activation[l].mul_(d).add_(h.mean(dim=dims), alpha=1 - d)
             mean = self.mean_activation[l] / (1 - d ** self.age(l))
@@ -139,11 +163,13 @@ class ContinualBackprop(Method):
         """
         m, step = self.hp.maturity_threshold, self.nets.step
         width = np.asarray(self.nets.hidden_sizes)
-        eligible = width - self.recent_sum if step > m else np.zeros_like(self.recent_sum)
+        eligible = (
+            width - self.recent_sum if step > m else np.zeros_like(self.recent_sum)
+        )
         self.accumulated += self.rate[:, None] * eligible
         counts = np.floor(self.accumulated).astype(np.int64)
         self.accumulated -= counts
-        if m > 0:                                          # the ring forgets step - m
+        if m > 0:  # the ring forgets step - m
             slot = step % m
             self.recent_sum += counts - self.recent[:, slot]
             self.recent[:, slot] = counts
@@ -155,21 +181,29 @@ class ContinualBackprop(Method):
         runs = np.flatnonzero(counts)
         counts = counts[runs]
         age = self.nets.step - self.birth[l][runs]
-        utility = self.utility[l][runs] / (1 - self.hp.decay_rate ** age)
-        order = lowest_utility(utility, age > self.hp.maturity_threshold, int(counts.max()))
+        utility = self.utility[l][runs] / (1 - self.hp.decay_rate**age)
+        order = lowest_utility(
+            utility, age > self.hp.maturity_threshold, int(counts.max())
+        )
         device = self.nets.device
         which = torch.as_tensor(np.repeat(np.arange(len(runs)), counts), device=device)
-        rank = torch.as_tensor(np.concatenate([np.arange(c) for c in counts]), device=device)
+        rank = torch.as_tensor(
+            np.concatenate([np.arange(c) for c in counts]), device=device
+        )
         self.replace(l, runs, counts, order[which, rank])
 
-    def replace(self, l: int, runs: np.ndarray, counts: np.ndarray,
-                units: torch.Tensor) -> None:
-        """Give run ``runs[i]`` ``counts[i]`` new units in hidden layer ``l`` (``units``:
+    def replace(
+        self, l: int, runs: np.ndarray, counts: np.ndarray, units: torch.Tensor
+    ) -> None:
+        """Give run ``runs[i]`` ``counts[i]`` new units in hidden layer ``l``
+        (``units``:
         their indices, run after run): fresh incoming weights as at initialisation,
         zero bias, zero outgoing weights."""
         nets, n = self.nets, self.nets.hidden_sizes[l]
         run = torch.as_tensor(np.repeat(runs, counts), device=nets.device)
-        fresh = [nets.fresh_weights(l, c, nets.generators[r]) for r, c in zip(runs, counts)]
+        fresh = [
+            nets.fresh_weights(l, c, nets.generators[r]) for r, c in zip(runs, counts)
+        ]
         nets.weights[l][run, units] = torch.cat(fresh)
         nets.biases[l][run, units] = 0.0
         outgoing(nets.weights[l + 1], n)[run, :, units] = 0.0
@@ -184,12 +218,14 @@ class ContinualBackprop(Method):
         self.mean_activation[l][run, units] = 0.0
         self.birth[l][run, units] = nets.step
         rows = [nets.weights[l], nets.biases[l]]
-        if nets.gains:                                     # normalisation of the new units
+        if nets.gains:  # normalisation of the new units
             nets.gains[l][run, units] = 1.0
             nets.shifts[l][run, units] = 0.0
             rows += [nets.gains[l], nets.shifts[l]]
-        for mean, var in zip(nets.running_means[l:l + 1], nets.running_vars[l:l + 1]):
-            mean[run, units] = 0.0                         # batch norm's running statistics
+        for mean, var in zip(
+            nets.running_means[l : l + 1], nets.running_vars[l : l + 1]
+        ):
+            mean[run, units] = 0.0  # batch norm's running statistics
             var[run, units] = 1.0
         for p in rows:
             for buffer in nets.optimizer_buffers(p):
@@ -199,7 +235,8 @@ class ContinualBackprop(Method):
 
 
 def _abs_sum(w_out: torch.Tensor) -> torch.Tensor:
-    """sum_k |w_out| per unit (``[runs, outputs, units, positions]`` -> ``[runs, units]``).
+    """sum_k |w_out| per unit (``[runs, outputs, units, positions]`` -> ``[runs,
+    units]``).
     On a GPU one reduction kernel without a temporary |w|; on a CPU abs-then-sum is
     faster."""
     if w_out.is_cuda:

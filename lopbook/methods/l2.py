@@ -1,4 +1,5 @@
 """L2 regularisation (weight decay): pull every parameter towards zero."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -20,7 +21,9 @@ class L2Settings(Hyperparameters):
     PER_RUN = ("weight_decay",)
 
     def check(self) -> None:
-        require(self.weight_decay > 0, f"l2 needs weight_decay > 0, got {self.weight_decay}")
+        require(
+            self.weight_decay > 0, f"l2 needs weight_decay > 0, got {self.weight_decay}"
+        )
 
 
 class L2(Method):
@@ -35,4 +38,4 @@ class L2(Method):
         self.decay = [self.column("weight_decay", p) for p in nets.params]
 
     def gradient(self, i: int, p: torch.Tensor) -> torch.Tensor:
-        return self.decay[i] * p          # d/dp of (lambda / 2) * p^2
+        return self.decay[i] * p  # d/dp of (lambda / 2) * p^2

@@ -1,4 +1,5 @@
-"""Shrink-and-Perturb (Ash and Adams, 2020): weight decay plus noise after every step."""
+"""Shrink-and-Perturb (Ash and Adams, 2020): weight decay, and noise after each step."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -21,7 +22,10 @@ class ShrinkAndPerturbSettings(Hyperparameters):
     PER_RUN = ("weight_decay", "noise_std")
 
     def check(self) -> None:
-        require(self.weight_decay >= 0, f"weight_decay must be >= 0, got {self.weight_decay}")
+        require(
+            self.weight_decay >= 0,
+            f"weight_decay must be >= 0, got {self.weight_decay}",
+        )
         require(self.noise_std >= 0, f"noise_std must be >= 0, got {self.noise_std}")
 
 
@@ -38,16 +42,21 @@ class ShrinkAndPerturb(Method):
         self.std = [self.column("noise_std", p) for p in nets.params]
         # one draw of noise per run and step, for all of the run's parameters at once
         sizes = [p[0].numel() for p in nets.params]
-        self.noise = torch.zeros(nets.runs, sum(sizes), device=nets.device,
-                                 dtype=nets.params[0].dtype)
-        self.noise_views = [part.view(p.shape) for part, p in
-                            zip(self.noise.split(sizes, dim=1), nets.params)]
+        self.noise = torch.zeros(
+            nets.runs, sum(sizes), device=nets.device, dtype=nets.params[0].dtype
+        )
+        self.noise_views = [
+            part.view(p.shape)
+            for part, p in zip(self.noise.split(sizes, dim=1), nets.params)
+        ]
 
     def gradient(self, i: int, p: torch.Tensor) -> torch.Tensor:
-        return self.decay[i] * p                              # the shrink
+        return self.decay[i] * p  # the shrink
 
     def after_step(self, hidden: list[torch.Tensor]) -> None:
         for r, generator in enumerate(self.nets.generators):  # the perturbation
             self.noise[r].normal_(generator=generator)
         # every parameter p <- p + sigma * noise (one fused call for all of them)
-        torch._foreach_add_(self.nets.params, torch._foreach_mul(self.noise_views, self.std))
+        torch._foreach_add_(
+            self.nets.params, torch._foreach_mul(self.noise_views, self.std)
+        )

@@ -255,7 +255,9 @@ def _describe(kind) -> str:
     if isinstance(kind, tuple):
         return " or ".join(_describe(k) for k in kind)
     if typing.get_origin(kind) is list:
-        return f"a non-empty list of {_describe(typing.get_args(kind)[0])}"
+        inner = typing.get_args(kind)[0]
+        plural = {int: "integers", float: "numbers", str: "strings"}.get(inner, str(inner))
+        return f"a non-empty list of {plural}"
     if kind is type(None):
         return "None"
     return {

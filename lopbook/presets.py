@@ -256,7 +256,9 @@ def _describe(kind) -> str:
         return " or ".join(_describe(k) for k in kind)
     if typing.get_origin(kind) is list:
         inner = typing.get_args(kind)[0]
-        plural = {int: "integers", float: "numbers", str: "strings"}.get(inner, str(inner))
+        plural = {int: "integers", float: "numbers", str: "strings"}.get(
+            inner, str(inner)
+        )
         return f"a non-empty list of {plural}"
     if kind is type(None):
         return "None"

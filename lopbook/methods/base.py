@@ -140,6 +140,43 @@ class Networks:
         fresh = torch.empty((n, *w.shape[2:]), device=w.device, dtype=w.dtype)
         return fresh.uniform_(-bound, bound, generator=generator)
 
+    @staticmethod
+    def outgoing(weight: torch.Tensor, units: int) -> torch.Tensor:
+        """The next layer's weights as ``[runs, outputs, units, positions]``: a conv
+        unit (channel) feeds several weights of every output."""
+        return weight.view(weight.shape[0], weight.shape[1], units, -1)
+
+    def reinitialise_units(
+        self, l: int, runs: np.ndarray, counts: np.ndarray, units: torch.Tensor
+    ) -> torch.Tensor:
+        """Make ``counts[i]`` units of hidden layer ``l`` of run ``runs[i]`` new
+        (``units``: their indices, run after run): fresh incoming weights drawn as at
+        initialisation, zero bias, zero outgoing weights (the network's output does not
+        change), reset normalisation, and no optimiser state (momentum, Adam's moments)
+        in any of those weights. Returns the run of each unit."""
+        n = self.hidden_sizes[l]
+        run = torch.as_tensor(np.repeat(runs, counts), device=self.device)
+        fresh = [
+            self.fresh_weights(l, c, self.generators[r]) for r, c in zip(runs, counts)
+        ]
+        self.weights[l][run, units] = torch.cat(fresh)
+        self.biases[l][run, units] = 0.0
+        self.outgoing(self.weights[l + 1], n)[run, :, units] = 0.0
+        rows = [self.weights[l], self.biases[l]]
+        if self.gains:  # normalisation of the new units
+            self.gains[l][run, units] = 1.0
+            self.shifts[l][run, units] = 0.0
+            rows += [self.gains[l], self.shifts[l]]
+        if self.running_means:  # batch norm's running statistics
+            self.running_means[l][run, units] = 0.0
+            self.running_vars[l][run, units] = 1.0
+        for p in rows:
+            for buffer in self.optimizer_buffers(p):
+                buffer[run, units] = 0.0
+        for buffer in self.optimizer_buffers(self.weights[l + 1]):
+            self.outgoing(buffer, n)[run, :, units] = 0.0
+        return run
+
     def select(self, start: int, stop: int) -> "Networks":
         """Runs ``start`` to ``stop - 1`` as networks of their own (views: changes show
         here)."""

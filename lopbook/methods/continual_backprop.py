@@ -74,12 +74,6 @@ def lowest_utility(
     return torch.argsort(scores, dim=-1, stable=True)[..., :k]
 
 
-def outgoing(weight: torch.Tensor, units: int) -> torch.Tensor:
-    """The next layer's weights as ``[runs, outputs, units, positions]``: a conv unit
-    (channel) feeds several weights of every output."""
-    return weight.view(weight.shape[0], weight.shape[1], units, -1)
-
-
 class ContinualBackprop(Method):
     """Backprop plus a generate-and-test step that reinitialises low-utility units."""
 
@@ -134,7 +128,7 @@ class ContinualBackprop(Method):
         """u <- eta * u + (1 - eta) * contribution, for hidden layer ``l`` (activations
         ``h``: ``[runs, batch, units, ...]``)."""
         d, n = self.hp.decay_rate, h.shape[2]
-        w_out = outgoing(self.nets.weights[l + 1], n)
+        w_out = self.nets.outgoing(self.nets.weights[l + 1], n)
         dims = [1] + list(range(3, h.dim()))  # the batch (and space) axes
         if self.hp.utility == "contribution":
             one = h.dim() == 3 and h.shape[1] == 1  # a single example: no mean to take
@@ -196,42 +190,12 @@ class ContinualBackprop(Method):
         self, l: int, runs: np.ndarray, counts: np.ndarray, units: torch.Tensor
     ) -> None:
         """Give run ``runs[i]`` ``counts[i]`` new units in hidden layer ``l``
-        (``units``:
-        their indices, run after run): fresh incoming weights as at initialisation,
-        zero bias, zero outgoing weights."""
-        nets, n = self.nets, self.nets.hidden_sizes[l]
-        run = torch.as_tensor(np.repeat(runs, counts), device=nets.device)
-        fresh = [
-            nets.fresh_weights(l, c, nets.generators[r]) for r, c in zip(runs, counts)
-        ]
-        nets.weights[l][run, units] = torch.cat(fresh)
-        nets.biases[l][run, units] = 0.0
-        outgoing(nets.weights[l + 1], n)[run, :, units] = 0.0
-        self.reset_unit_state(l, run, units)
-        self.replacements[runs, l] += counts
-
-    def reset_unit_state(self, l: int, run: torch.Tensor, units: torch.Tensor) -> None:
-        """New units start with age and utility zero, reset normalisation parameters and
-        no optimiser state (momentum, Adam's moments) in their weights."""
-        nets, n = self.nets, self.nets.hidden_sizes[l]
+        (``units``: their indices, run after run), with age and utility zero."""
+        run = self.nets.reinitialise_units(l, runs, counts, units)
         self.utility[l][run, units] = 0.0
         self.mean_activation[l][run, units] = 0.0
-        self.birth[l][run, units] = nets.step
-        rows = [nets.weights[l], nets.biases[l]]
-        if nets.gains:  # normalisation of the new units
-            nets.gains[l][run, units] = 1.0
-            nets.shifts[l][run, units] = 0.0
-            rows += [nets.gains[l], nets.shifts[l]]
-        for mean, var in zip(
-            nets.running_means[l : l + 1], nets.running_vars[l : l + 1]
-        ):
-            mean[run, units] = 0.0  # batch norm's running statistics
-            var[run, units] = 1.0
-        for p in rows:
-            for buffer in nets.optimizer_buffers(p):
-                buffer[run, units] = 0.0
-        for buffer in nets.optimizer_buffers(nets.weights[l + 1]):
-            outgoing(buffer, n)[run, :, units] = 0.0
+        self.birth[l][run, units] = self.nets.step
+        self.replacements[runs, l] += counts
 
 
 def _abs_sum(w_out: torch.Tensor) -> torch.Tensor:

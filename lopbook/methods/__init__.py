@@ -18,6 +18,7 @@ from .backprop import Backprop
 from .base import Hyperparameters, Method, Networks, require
 from .continual_backprop import ContinualBackprop
 from .l2 import L2
+from .l2_init import L2Init
 from .shrink_and_perturb import ShrinkAndPerturb
 
 __all__ = [
@@ -39,6 +40,7 @@ REGISTRY: dict[str, type[Method]] = {
         L2,
         ShrinkAndPerturb,
         ContinualBackprop,
+        L2Init,
     )
 }
 

@@ -32,6 +32,7 @@ EXERCISE = {
     "shrink_and_perturb": dict(weight_decay=1e-3, noise_std=1e-3),
     "continual_backprop": dict(replacement_rate=0.03, maturity_threshold=20),
     "l2_init": dict(weight_decay=1e-2),
+    "redo": dict(threshold=0.5, period=25),
 }
 
 

@@ -19,6 +19,7 @@ from .base import Hyperparameters, Method, Networks, require
 from .continual_backprop import ContinualBackprop
 from .l2 import L2
 from .l2_init import L2Init
+from .redo import ReDo
 from .shrink_and_perturb import ShrinkAndPerturb
 
 __all__ = [
@@ -41,6 +42,7 @@ REGISTRY: dict[str, type[Method]] = {
         ShrinkAndPerturb,
         ContinualBackprop,
         L2Init,
+        ReDo,
     )
 }
 

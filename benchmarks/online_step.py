@@ -21,6 +21,7 @@ import time
 import torch
 from torch import nn
 
+from lopbook import methods
 from lopbook.engine import Lockstep, RunSettings
 from lopbook.nets import MLP, ConvNet
 
@@ -80,9 +81,13 @@ def plain_loop(width, device, steps=256):
 def engine_loop(width, runs, device, chunk=None, replacement_rate=0.0):
     if chunk is None:      # examples per call: enough to hide the call, few enough to time big networks quickly
         chunk = 64 if width * runs <= 10_000 or device.type == "cuda" else 2
+    if replacement_rate:
+        cbp = methods.settings("continual_backprop", replacement_rate=replacement_rate)
+        settings = dict(method="continual_backprop", hyperparameters=cbp)
+    else:
+        settings = {}
     engine = Lockstep([MLP(784, width, seed=r) for r in range(runs)],
-                      [RunSettings(seed=r, step_size=0.003, replacement_rate=replacement_rate) for r in range(runs)],
-                      device=device)
+                      [RunSettings(seed=r, step_size=0.003, **settings) for r in range(runs)], device=device)
     x = torch.rand(runs, chunk, 784, device=device)
     y = torch.randint(0, 10, (runs, chunk), device=device)
     return timed(lambda: engine.train_online(x, y), device) * chunk * runs      # run-steps: every run steps

@@ -386,10 +386,17 @@ class Lockstep:
         else:
             out, hidden = self._backward_mlp(x, y)
         self.nets.step += 1
-        with torch.no_grad():
-            for a, b, method in self._with_after_step:
-                method.after_step([h[a:b] for h in hidden])
+        if self._with_after_step:
+            if torch.is_grad_enabled():
+                with torch.no_grad():
+                    self._after_step(hidden)
+            else:
+                self._after_step(hidden)
         return out
+
+    def _after_step(self, hidden) -> None:
+        for a, b, method in self._with_after_step:
+            method.after_step(hidden if b - a == self.R else [h[a:b] for h in hidden])
 
     def _backward_autograd(self, x, y):
         with torch.enable_grad():

@@ -101,6 +101,7 @@ class Networks:
         norms = [p for pair in zip(gains, shifts) for p in pair]
         self.params = hidden + norms + [weights[-1], biases[-1]]
         self._clock = clock if clock is not None else [0]  # shared with every view
+        self.hidden_sizes = [w.shape[1] for w in weights[:-1]]  # units per hidden layer
 
     @property
     def step(self) -> int:
@@ -114,10 +115,6 @@ class Networks:
     @property
     def runs(self) -> int:
         return self.weights[0].shape[0]
-
-    @property
-    def hidden_sizes(self) -> list[int]:
-        return [w.shape[1] for w in self.weights[:-1]]
 
     @property
     def device(self) -> torch.device:

@@ -691,3 +691,22 @@ def test_convnet_on_cuda_matches_reference_learners_on_cuda(float64):
     assert (engine.replacements[1] > 0).all()
     assert_same_cbp_state(engine, refs)
     assert_same_metrics(engine, refs, probe_batch(len(runs), n=16, conv=True).cuda())
+
+
+def test_a_method_that_cannot_train_the_network_is_an_error_naming_it(monkeypatch):
+    """A method may refuse a network (its ``supports`` gives the reason): the engine says so instead of training
+    something else."""
+    class Picky(methods.REGISTRY["backprop"]):
+        name, label = "picky", "Picky"
+
+        @classmethod
+        def supports(cls, net):
+            return "it needs a network without dropout" if net.dropout else None
+
+    monkeypatch.setitem(methods.REGISTRY, "picky", Picky)
+    runs = [RS(0, 0.01), RS(1, 0.01, 0.0, "picky")]
+    Lockstep([make_mlp(0), make_mlp(1)], runs)                       # fine without dropout
+    with pytest.raises(ValueError, match="method 'picky' cannot train this network: it needs a network without"):
+        Lockstep([make_mlp(0, dropout=0.1), make_mlp(1, dropout=0.1)], runs)
+    with pytest.raises(ValueError, match="picky"):
+        Learner(make_mlp(0, dropout=0.1), 0.01, method="picky")

@@ -557,3 +557,17 @@ def test_groups_in_worker_processes_save_their_runs(tmp_path):
 def test_workers_must_be_positive():
     with pytest.raises(ValueError, match="workers"):
         mnist_run(mnist(), workers=0)
+
+
+def test_adding_a_config_field_with_a_default_keeps_every_run_key():
+    """Run keys hash only what differs from the defaults: a new field with a default (here added by a subclass of
+    the same name) leaves the keys of existing runs, and so their saved results, as they were."""
+    Extended = dataclasses.make_dataclass("PermutedMNIST", [("new_knob", int, 0)], bases=(PermutedMNIST,))
+    for cfg in [mnist(), mnist(seed=3, **CBP), mnist(optimizer="adam", step_size=1e-3)]:
+        extended = Extended(**dataclasses.asdict(cfg))
+        assert run_key(extended, "data") == run_key(cfg, "data")
+        assert run_key(dataclasses.replace(extended, new_knob=1), "data") != run_key(cfg, "data")
+    # and method hyperparameters at their defaults do not count either
+    assert run_key(mnist(method="continual_backprop"), "d") == run_key(
+        mnist(method="continual_backprop", hyperparameters=dict(replacement_rate=1e-4)), "d")
+    assert run_key(mnist(), "one data set") != run_key(mnist(), "another data set")

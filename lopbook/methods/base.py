@@ -102,6 +102,7 @@ class Networks:
         self.params = hidden + norms + [weights[-1], biases[-1]]
         self._clock = clock if clock is not None else [0]  # shared with every view
         self.hidden_sizes = [w.shape[1] for w in weights[:-1]]  # units per hidden layer
+        self.nonnegative = True  # hidden activations are >= 0 (ReLU)
 
     @property
     def step(self) -> int:
@@ -192,6 +193,7 @@ class Networks:
                 [v[part] for v in self.running_vars],
             ),
         )
+        view.nonnegative = self.nonnegative
         return view
 
 

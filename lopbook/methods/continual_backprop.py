@@ -96,6 +96,7 @@ class ContinualBackprop(Method):
             for n in nets.hidden_sizes
         ]
         self.rate = self.per_run("replacement_rate")
+        self.width = np.asarray(nets.hidden_sizes)
         self.accumulated = np.zeros((R, L))
         self.replacements = np.zeros((R, L), dtype=np.int64)  # units replaced so far
         # replacements of the last m steps, in a ring indexed by step % m
@@ -131,8 +132,9 @@ class ContinualBackprop(Method):
         w_out = self.nets.outgoing(self.nets.weights[l + 1], n)
         dims = [1] + list(range(3, h.dim()))  # the batch (and space) axes
         if self.hp.utility == "contribution":
+            size = h if self.nets.nonnegative else h.abs()  # ReLU outputs: |h| = h
             one = h.dim() == 3 and h.shape[1] == 1  # a single example: no mean to take
-            activity = h[:, 0].abs() if one else h.abs().mean(dim=dims)
+            activity = size[:, 0] if one else size.mean(dim=dims)
             contribution = activity * _abs_sum(w_out)  # |h| * sum_k |w_out|
         else:
             self.mean_activation[l].mul_(d).add_(h.mean(dim=dims), alpha=1 - d)
@@ -156,10 +158,7 @@ class ContinualBackprop(Method):
         host, without reading the ages back from the device.
         """
         m, step = self.hp.maturity_threshold, self.nets.step
-        width = np.asarray(self.nets.hidden_sizes)
-        eligible = (
-            width - self.recent_sum if step > m else np.zeros_like(self.recent_sum)
-        )
+        eligible = self.width - self.recent_sum if step > m else 0
         self.accumulated += self.rate[:, None] * eligible
         counts = np.floor(self.accumulated).astype(np.int64)
         self.accumulated -= counts

@@ -417,7 +417,9 @@ class Lockstep:
         """Add the methods' gradient terms for parameter ``i``: to ``grad``, or (fused
         SGD, ``grad`` None) straight to the parameter, times minus the step size."""
         for a, b, method in self._with_gradient:
-            term = method.gradient(i, self.params[i][a:b])
+            term = method.gradient(
+                i, self.params[i][a:b], None if grad is None else grad[a:b]
+            )
             if term is None:
                 continue
             if grad is None:

@@ -129,7 +129,7 @@ class Learner:
         loss.backward()
         with torch.no_grad():
             for i, p in enumerate(self.net.parameters()):  # the method's gradient terms
-                term = self.method.gradient(i, self.nets.params[i])
+                term = self.method.gradient(i, self.nets.params[i], p.grad.unsqueeze(0))
                 if term is not None:
                     p.grad.add_(term[0])
             self.optimizer.step()

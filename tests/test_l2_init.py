@@ -49,7 +49,7 @@ def test_the_gradient_term_is_lambda_times_the_distance_to_the_start():
         for p in learner.net.parameters():
             p.add_(1.5)                      # move every parameter away from where it started
     for i, p in enumerate(method.nets.params):
-        torch.testing.assert_close(method.gradient(i, p), torch.full_like(p, 0.25 * 1.5))
+        torch.testing.assert_close(method.gradient(i, p, None), torch.full_like(p, 0.25 * 1.5))
 
 
 def test_without_a_loss_gradient_parameters_return_to_their_start_not_to_zero():
@@ -66,7 +66,7 @@ def test_without_a_loss_gradient_parameters_return_to_their_start_not_to_zero():
         for _ in range(steps):          # only the gradient terms: no loss, plain SGD by hand
             with torch.no_grad():
                 for i, p in enumerate(learner.net.parameters()):
-                    p -= lr * learner.method.gradient(i, learner.nets.params[i])[0]
+                    p -= lr * learner.method.gradient(i, learner.nets.params[i], None)[0]
     shrink = (1 - lr * lam) ** steps
     for p, p0 in zip(nets["l2_init"].parameters(), start):
         torch.testing.assert_close(p - p0, torch.full_like(p, 2.0 * shrink), rtol=1e-5, atol=1e-6)

@@ -236,9 +236,12 @@ class Method:
         return None
 
     # ---------------------------------------------------------------- the hooks
-    def gradient(self, i: int, p: torch.Tensor) -> torch.Tensor | None:
-        """A term to add to the loss gradient of parameter ``params[i]`` (``p``), or
-        None."""
+    def gradient(
+        self, i: int, p: torch.Tensor, grad: torch.Tensor | None
+    ) -> torch.Tensor | None:
+        """A term to add to the loss's gradient ``grad`` of parameter ``params[i]``
+        (``p``), or None. ``grad`` is None where the engine fuses the SGD update into
+        its backward pass; a method that needs it sets ``needs_gradients``."""
         return None
 
     def after_step(self, hidden: list[torch.Tensor]) -> None:

@@ -37,5 +37,5 @@ class L2(Method):
         super().__init__(nets, settings)
         self.decay = [self.column("weight_decay", p) for p in nets.params]
 
-    def gradient(self, i: int, p: torch.Tensor) -> torch.Tensor:
+    def gradient(self, i: int, p: torch.Tensor, grad) -> torch.Tensor:
         return self.decay[i] * p  # d/dp of (lambda / 2) * p^2

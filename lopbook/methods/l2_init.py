@@ -42,5 +42,5 @@ class L2Init(Method):
         self.initial = [p.detach().clone() for p in nets.params]
         self.state = {"initial": self.initial}
 
-    def gradient(self, i: int, p: torch.Tensor) -> torch.Tensor:
+    def gradient(self, i: int, p: torch.Tensor, grad) -> torch.Tensor:
         return self.decay[i] * (p - self.initial[i])  # d/dp of (lambda / 2) (p - p0)^2

@@ -50,7 +50,7 @@ class ShrinkAndPerturb(Method):
             for part, p in zip(self.noise.split(sizes, dim=1), nets.params)
         ]
 
-    def gradient(self, i: int, p: torch.Tensor) -> torch.Tensor:
+    def gradient(self, i: int, p: torch.Tensor, grad) -> torch.Tensor:
         return self.decay[i] * p  # the shrink
 
     def after_step(self, hidden: list[torch.Tensor]) -> None:

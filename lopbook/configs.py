@@ -66,6 +66,8 @@ class Learning:
 
     #: the experiment's own defaults of a method's hyperparameters (the paper's)
     METHOD_DEFAULTS: ClassVar[dict[str, dict]] = {}
+    #: the loss the networks learn from
+    LOSS: ClassVar[str] = "cross_entropy"
 
     def with_method(self, method: str, label: str = "", **hyperparameters):
         """This config with another method and its hyperparameters (checked now)."""
@@ -188,6 +190,7 @@ class Learning:
             optimizer=self.optimizer,
             betas=tuple(self.betas),
             seed=derive_seed(self.seed, 1),
+            loss=self.LOSS,
             **momentum,
             **hp,
         )

@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from . import methods as registry
 from .methods.base import Hyperparameters, Method, Networks
 from .metrics import PlasticityMetrics, metrics_from_activations
-from .nets import MLP, ConvNet
+from .nets import MLP, ConvNet, activate
 from .runtime import make_generator
 
 __all__ = ["RunSettings", "Lockstep"]
@@ -77,6 +77,8 @@ class Lockstep:
         norm in the MLP); their weights are copied.
     runs : one :class:`RunSettings` per network.
     optimizer, betas : ``"sgd"`` or ``"adam"``, shared by all runs.
+    loss : ``"cross_entropy"`` (classification) or ``"squared_error"`` (regression
+        with one output, the MLP only).
     """
 
     def __init__(
@@ -86,8 +88,19 @@ class Lockstep:
         optimizer: str = "sgd",
         betas: tuple[float, float] = (0.9, 0.999),
         device=None,
+        loss: str = "cross_entropy",
     ):
         self._check(nets, runs, optimizer)
+        if loss not in ("cross_entropy", "squared_error"):
+            raise ValueError(
+                f"loss must be 'cross_entropy' or 'squared_error', got {loss!r}"
+            )
+        if loss == "squared_error" and (
+            isinstance(nets[0], ConvNet) or nets[0].out_features != 1
+        ):
+            raise ValueError("the squared error is for an MLP with one output")
+        self.loss = loss
+        self.activation = getattr(nets[0], "activation", "relu")
         # runs of one method instance must be neighbours: sort them (stably)
         keys = [(r.method, r.resolved().shared()) for r in runs]
         first = {k: i for i, k in reversed(list(enumerate(keys)))}
@@ -141,6 +154,7 @@ class Lockstep:
             nets[0].init_bounds()[0],
             self._buffers_of,
         )
+        self.nets.nonnegative = self.activation == "relu"
         self.params = self.nets.params
         position = {id(p): i for i, p in enumerate(self.params)}
         self._w = [
@@ -251,6 +265,7 @@ class Lockstep:
             or len({n.dropout for n in nets}) != 1
             or len({n.norm for n in nets}) != 1
             or len({n.init for n in nets}) != 1
+            or len({getattr(n, "activation", "relu") for n in nets}) != 1
         ):
             raise ValueError(
                 "all networks must have the same architecture, dropout, "
@@ -345,7 +360,7 @@ class Lockstep:
             start = 3
         else:
             start = 0
-        self._norm_cache = []
+        self._norm_cache, self._pre = [], []
         for l, (w, b) in enumerate(
             zip(self.weights[start:-1], self.biases[start:-1]), start=start
         ):
@@ -360,7 +375,11 @@ class Lockstep:
                     self.shifts[l].unsqueeze(1), normed, self.gains[l].unsqueeze(1)
                 )
                 self._norm_cache.append((z, normed, mean, rstd))
-            h = h.relu_()
+            if self.activation == "relu":
+                h = h.relu_()
+            else:
+                self._pre.append(h)  # pre-activations, for the backward pass
+                h = activate(h, self.activation)
             hidden.append(h)
             if p > 0:
                 keep = self._dropout(h)
@@ -431,8 +450,13 @@ class Lockstep:
     def _backward_mlp(self, x, y):
         out, hidden, inputs, keeps = self.forward(x, train=True)
         B = x.shape[1]
-        g = torch.softmax(out, dim=-1)  # d(cross-entropy)/d(logits) = softmax - one-hot
-        g.scatter_add_(2, y.unsqueeze(2), self._minus_one.expand(*y.shape, 1))
+        if (
+            self.loss == "cross_entropy"
+        ):  # d(cross-entropy)/d(logits) = softmax - one-hot
+            g = torch.softmax(out, dim=-1)
+            g.scatter_add_(2, y.unsqueeze(2), self._minus_one.expand(*y.shape, 1))
+        else:  # d(y_hat - y)^2 / d(y_hat) = 2 (y_hat - y)
+            g = (out - y.unsqueeze(2)).mul_(2.0)
         if B > 1:
             g.div_(B)
         L = len(self.weights)
@@ -450,7 +474,7 @@ class Lockstep:
                 w.baddbmm_(g.transpose(1, 2), inputs[l], alpha=-1.0)
                 b.sub_(g[:, 0] if B == 1 else g.sum(1))
                 if l > 0:
-                    g = self._relu_backward(g_in, hidden[l - 1], keeps, l - 1)
+                    g = self._activation_backward(g_in, hidden[l - 1], keeps, l - 1)
                     if self.layer_norm:
                         g, d_gain, d_shift = self._norm_backward(g, l - 1)
                         if terms:
@@ -464,7 +488,7 @@ class Lockstep:
                 grads[self._w[l]] = torch.bmm(g.transpose(1, 2), inputs[l])
                 grads[self._b[l]] = g.sum(1)
                 if l > 0:
-                    g = self._relu_backward(
+                    g = self._activation_backward(
                         torch.bmm(g, self.weights[l]), hidden[l - 1], keeps, l - 1
                     )
                     if self.layer_norm:
@@ -491,10 +515,26 @@ class Lockstep:
         )[0]
         return g, d_gain, d_shift
 
-    def _relu_backward(self, g, h, keeps, l):
+    def _activation_backward(self, g, h, keeps, l):
+        """Through dropout and the activation function of hidden layer ``l`` (output
+        ``h``): the gradient with respect to its pre-activations."""
         if keeps:
             g = g * keeps[l] / (1.0 - self.dropout)
-        return _threshold_backward(g, h, 0)
+        a = self.activation
+        if a == "relu":
+            return _threshold_backward(g, h, 0)
+        if a == "linear":
+            return g
+        if a == "tanh":
+            return g * (1 - h * h)
+        if a == "sigmoid":
+            return g * h * (1 - h)
+        if a == "leaky_relu":
+            return torch.where(h > 0, g, 0.01 * g)
+        if a == "elu":
+            return torch.where(h > 0, g, g * (h + 1))
+        s = torch.sigmoid(self._pre[l])  # swish: z sigmoid(z)
+        return g * s * (1 + self._pre[l] * (1 - s))
 
     def _update(self, grads: list) -> None:
         """SGD (momentum) or Adam, as ``torch.optim`` does it, with per-run
@@ -530,12 +570,18 @@ class Lockstep:
     # experiments call
     @torch.no_grad()
     def train_online(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """Learn from ``x[:, i]`` (``[R, n, ...]``) one example at a time; returns, per
-        run,
-        how many predictions made before each update were right (a device tensor:
-        nothing is read back per step)."""
+        """Learn from ``x[:, i]`` (``[R, n, ...]``) one example at a time. Returns, per
+        run, how many predictions made before each update were right (squared error:
+        the sum of their squared errors); a device tensor, nothing is read back per
+        step."""
         x, y = self._in(x), self._in(y)
         n = x.shape[1]
+        if self.loss == "squared_error":  # the sum of the squared errors instead
+            predictions = torch.empty(self.R, n, dtype=self.dtype, device=self.device)
+            for i in range(n):
+                out = self._learn(x[:, i : i + 1], y[:, i : i + 1])
+                predictions[:, i].copy_(out[:, 0, 0])
+            return self._out((predictions - y).square().sum(dim=1))
         predictions = torch.empty(self.R, n, dtype=torch.long, device=self.device)
         for i in range(n):
             out = self._learn(x[:, i : i + 1], y[:, i : i + 1])
@@ -565,9 +611,13 @@ class Lockstep:
         """Dead units, weight magnitude and effective rank of each run on its probe
         batch."""
         hidden = self.forward(self._in(probe))[1]
+        pre = self._pre  # pre-activations (activations other than ReLU)
         found = [
             metrics_from_activations(
-                [h[i] for h in hidden], [w[i] for w in self.weights]
+                [h[i] for h in hidden],
+                [w[i] for w in self.weights],
+                [z[i] for z in pre],
+                self.activation,
             )
             for i in range(self.R)
         ]

@@ -33,6 +33,11 @@ __all__ = [
 ]
 
 OPTIMIZERS = ("sgd", "adam")
+#: the losses: cross-entropy of the logits, or the squared error of a single output
+LOSSES = {
+    "cross_entropy": F.cross_entropy,
+    "squared_error": lambda out, y: F.mse_loss(out[:, 0], y),
+}
 
 
 class Learner:
@@ -45,6 +50,7 @@ class Learner:
     method : the learning method; its hyperparameters are the keyword arguments.
     optimizer : ``"sgd"`` (optionally with ``momentum``) or ``"adam"`` (with ``betas``).
     seed : seeds this learner's random generator (dropout masks, noise, new units).
+    loss : ``"cross_entropy"`` or ``"squared_error"`` (regression, one output).
     """
 
     def __init__(
@@ -56,8 +62,12 @@ class Learner:
         momentum: float = 0.0,
         betas: tuple[float, float] = (0.9, 0.999),
         seed: int = 0,
+        loss: str = "cross_entropy",
         **hyperparameters,
     ):
+        if loss not in LOSSES:
+            raise ValueError(f"loss must be one of {tuple(LOSSES)}, got {loss!r}")
+        self.loss = LOSSES[loss]
         if not step_size > 0:
             raise ValueError(f"step_size must be positive, got {step_size}")
         if optimizer not in OPTIMIZERS:
@@ -80,6 +90,7 @@ class Learner:
                 net.parameters(), lr=step_size, betas=betas
             )
         self.nets = self._networks()
+        self.nets.nonnegative = getattr(net, "activation", "relu") == "relu"
         cls = registry.get(method)
         reason = cls.supports(net)
         if reason:
@@ -124,7 +135,7 @@ class Learner:
         *before* the update."""
         self.net.train()
         output, hidden = self.net(x, return_hidden=True, generator=self.generator)
-        loss = F.cross_entropy(output, y)
+        loss = self.loss(output, y)
         self.optimizer.zero_grad()
         loss.backward()
         with torch.no_grad():

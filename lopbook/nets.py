@@ -7,8 +7,9 @@ layers in order (``weight_layers()``): hidden layer ``l`` is the output of
 
 Initialisation (``init``):
 
-* ``"kaiming"``: every layer Kaiming-uniform for ReLU, ``U(-sqrt(6/fan_in),
-  +sqrt(6/fan_in))``, and zero biases (the paper's description);
+* ``"kaiming"``: every layer Kaiming-uniform, ``U(-b, +b)`` with
+  ``b = gain * sqrt(3 / fan_in)`` (``sqrt(6 / fan_in)`` for ReLU), and zero biases
+  (the paper's description);
 * ``"kaiming_linear_output"`` (MLP): as above, but the output layer with the linear
   gain, ``U(-sqrt(3/fan_in), +sqrt(3/fan_in))``: the authors' code;
 * ``"pytorch_default"`` (ConvNet): PyTorch's default, weights and biases
@@ -25,9 +26,40 @@ from torch import nn
 
 from .runtime import make_generator
 
-__all__ = ["MLP", "ConvNet", "kaiming_bound", "INITS"]
+__all__ = ["MLP", "ConvNet", "kaiming_bound", "INITS", "ACTIVATIONS", "activate"]
 
 NORMS = (None, "layer", "batch")
+#: the MLP's activation functions and their squared Kaiming gains (as Nature's Methods
+#: give them for the slowly-changing regression problem; leaky ReLU with slope 0.01)
+GAINS_SQUARED = {
+    "relu": 2.0,
+    "leaky_relu": 2.0 / (1 + 0.01**2),
+    "elu": 2.0,
+    "swish": 2.0,
+    "tanh": 25.0 / 9.0,
+    "sigmoid": 1.0,
+    "linear": 1.0,
+}
+ACTIVATIONS = tuple(GAINS_SQUARED)
+
+
+def activate(z: torch.Tensor, activation: str) -> torch.Tensor:
+    """The activation function ``activation`` applied to pre-activations ``z``."""
+    if activation == "relu":
+        return F.relu(z)
+    if activation == "leaky_relu":
+        return F.leaky_relu(z, 0.01)
+    if activation == "elu":
+        return F.elu(z)
+    if activation == "swish":
+        return F.silu(z)
+    if activation == "tanh":
+        return torch.tanh(z)
+    if activation == "sigmoid":
+        return torch.sigmoid(z)
+    return z
+
+
 INITS = {
     "MLP": ("kaiming", "kaiming_linear_output"),
     "ConvNet": ("kaiming", "pytorch_default"),
@@ -76,7 +108,10 @@ class _Net(nn.Module):
         if self.init == "pytorch_default":
             bounds = [1 / math.sqrt(f) for f in fan_in]
             return bounds, bounds
-        weights = [math.sqrt(6.0 / f) for f in fan_in]
+        gain2 = GAINS_SQUARED[getattr(self, "activation", "relu")]
+        weights = [
+            math.sqrt(3.0 * gain2 / f) for f in fan_in
+        ]  # gain * sqrt(3 / fan_in)
         if self.init == "kaiming_linear_output":
             weights[-1] = math.sqrt(3.0 / fan_in[-1])
         return weights, [0.0] * len(layers)
@@ -123,7 +158,8 @@ class _Net(nn.Module):
 
 
 class MLP(_Net):
-    """Fully connected ReLU network for Online Permuted MNIST.
+    """Fully connected network for Online Permuted MNIST (ReLU) and the slowly-changing
+    regression problem (any of ``ACTIVATIONS``; ``depth=0`` is a linear model).
 
     ``in_features`` -> ``depth`` hidden layers of ``width`` ReLU units ->
     ``out_features``.
@@ -141,20 +177,23 @@ class MLP(_Net):
         norm: str | None = None,
         seed: int | None = None,
         init: str = "kaiming",
+        activation: str = "relu",
     ):
         super().__init__()
         _check("MLP", dropout, norm, init)
-        if min(in_features, width, depth, out_features) < 1:
+        if activation not in ACTIVATIONS:
             raise ValueError(
-                "in_features, width, depth and out_features must all be >= 1"
+                f"activation must be one of {ACTIVATIONS}, got {activation!r}"
             )
+        if min(in_features, width, out_features) < 1 or depth < 0:
+            raise ValueError(
+                "in_features, width and out_features must be >= 1, and depth >= 0"
+            )
+        if depth == 0 and (norm or dropout):
+            raise ValueError("a network without hidden layers has no norm or dropout")
         self.in_features, self.width, self.depth = in_features, width, depth
-        self.out_features, self.dropout, self.norm, self.init = (
-            out_features,
-            dropout,
-            norm,
-            init,
-        )
+        self.out_features, self.dropout, self.norm = out_features, dropout, norm
+        self.init, self.activation = init, activation
         sizes = [in_features] + [width] * depth
         self.hidden = nn.ModuleList(
             nn.Linear(a, b) for a, b in zip(sizes[:-1], sizes[1:])
@@ -165,7 +204,7 @@ class MLP(_Net):
             self.norms = nn.ModuleList(nn.BatchNorm1d(width) for _ in range(depth))
         else:
             self.norms = None
-        self.output = nn.Linear(width, out_features)
+        self.output = nn.Linear(sizes[-1], out_features)
         self.reset_parameters(seed)
 
     def weight_layers(self) -> list[nn.Linear]:
@@ -182,7 +221,7 @@ class MLP(_Net):
         hidden = []
         h = x
         for l, layer in enumerate(self.hidden):
-            h = F.relu(self._normalise(l, layer(h)))
+            h = activate(self._normalise(l, layer(h)), self.activation)
             hidden.append(h)
             if self.training and self.dropout > 0:
                 h = _dropout(h, self.dropout, generator)

@@ -94,12 +94,18 @@ class Reference:
         self.learners, self.device, self.R = learners, device, len(learners)
 
     def train_online(self, x, y):
-        correct = torch.zeros(self.R, dtype=torch.long, device=self.device)
+        regression = y.is_floating_point()  # squared errors instead of correct counts
+        total = torch.zeros(
+            self.R, dtype=y.dtype if regression else torch.long, device=self.device
+        )
         for r, learner in enumerate(self.learners):
             for i in range(x.shape[1]):
                 _, out = learner.learn(x[r, i : i + 1], y[r, i : i + 1])
-                correct[r] += (out.argmax(dim=-1) == y[r, i : i + 1]).sum()
-        return correct
+                if regression:
+                    total[r] += (out[0, 0] - y[r, i]).square()
+                else:
+                    total[r] += (out.argmax(dim=-1) == y[r, i : i + 1]).sum()
+        return total
 
     def train_batch(self, x, y):
         return torch.stack(
@@ -162,6 +168,7 @@ def make_trainer(configs, nets, backend: str, device):
             optimizer=c.optimizer,
             betas=tuple(c.betas),
             device=device,
+            loss=c.LOSS,
         )
     else:
         trainer = Reference(

@@ -710,3 +710,49 @@ def test_a_method_that_cannot_train_the_network_is_an_error_naming_it(monkeypatc
         Lockstep([make_mlp(0, dropout=0.1), make_mlp(1, dropout=0.1)], runs)
     with pytest.raises(ValueError, match="picky"):
         Learner(make_mlp(0, dropout=0.1), 0.01, method="picky")
+
+
+# ----------------------------------------------------------------------------------------------- activations, loss
+@pytest.mark.parametrize("activation", ["leaky_relu", "elu", "swish", "tanh", "sigmoid", "linear", "relu"])
+@pytest.mark.parametrize("loss", ["cross_entropy", "squared_error"])
+def test_activations_and_losses_match_the_reference(activation, loss):
+    """The hand-written backward pass through every activation function, for classification and for
+    regression (one output, squared error), against autograd in the reference learners."""
+    from lopbook.nets import MLP
+
+    regression = loss == "squared_error"
+    n_out = 1 if regression else OUT
+    runs = [RS(1, 0.01), CBP(2, 0.01, replacement_rate=0.03, maturity_threshold=20),
+            RS(3, 0.02, 0.0, "shrink_and_perturb", weight_decay=1e-3, noise_std=1e-3)]
+    make = lambda s: MLP(IN, WIDTH, DEPTH, n_out, seed=s, activation=activation)
+    engine = Lockstep([make(r) for r in range(3)], runs, loss=loss)
+    refs = [Learner(make(r), run.step_size, method=run.method, seed=run.seed, loss=loss,
+                    **dataclasses.asdict(run.resolved())) for r, run in enumerate(runs)]
+    g = make_generator(3)
+    total = torch.zeros(3)
+    for _ in range(150):
+        x = torch.rand(3, 1, IN, generator=g)
+        y = torch.randn(3, 1, generator=g) if regression else torch.randint(0, OUT, (3, 1), generator=g)
+        out = engine.learn(x, y)
+        for r, learner in enumerate(refs):
+            _, ref_out = learner.learn(x[r], y[r])
+            torch.testing.assert_close(out[r], ref_out, rtol=1e-4, atol=1e-5)
+            if regression:
+                total[r] += float((ref_out[0, 0] - y[r, 0]) ** 2)
+    assert_same_params(engine, refs, atol=1e-4)
+    assert_same_cbp_state(engine, refs)
+    assert_same_metrics(engine, refs, probe_batch(3))
+    if regression:              # train_online sums the squared errors of the predictions made before each step
+        x = torch.rand(3, 20, IN, generator=g)
+        y = torch.randn(3, 20, generator=g)
+        errors = engine.train_online(x, y)
+        expected = [sum(float((learner.learn(x[r, i:i + 1], y[r, i:i + 1])[1][0, 0] - y[r, i]) ** 2)
+                        for i in range(20)) for r, learner in enumerate(refs)]
+        torch.testing.assert_close(errors, torch.tensor(expected), rtol=1e-4, atol=1e-5)
+
+
+def test_squared_error_needs_one_output():
+    with pytest.raises(ValueError, match="one output"):
+        Lockstep([make_mlp(0)], [RS(0, 0.01)], loss="squared_error")
+    with pytest.raises(ValueError, match="loss"):
+        Lockstep([make_mlp(0)], [RS(0, 0.01)], loss="hinge")

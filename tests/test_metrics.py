@@ -221,3 +221,20 @@ def test_effective_rank_of_a_diverged_representation_is_nan():
     assert math.isnan(effective_rank(h))
     h[0, 0] = float("inf")
     assert math.isnan(effective_rank(h))
+
+
+def test_inactive_units_known_answers():
+    from lopbook.metrics import inactive_units
+
+    z = torch.tensor([[-1.0, 4.0, 0.5, -9.0, 3.2],
+                      [-2.0, -4.0, 0.7, -8.0, 3.5]])
+    # relu: no gradient where z <= 0 on every example: units 0 and 3
+    assert inactive_units(z, "relu") == 2
+    # tanh: saturated (derivative 1 - tanh^2 < 0.01, |z| > 2.99) on every example: units 1, 3 and 4
+    assert inactive_units(z, "tanh") == 3
+    # sigmoid: derivative below 1% of its maximum 0.25 (|z| > ~5.3): unit 3
+    assert inactive_units(z, "sigmoid") == 1
+    assert inactive_units(z, "leaky_relu") == 0 and inactive_units(z, "linear") == 0
+    # relu's inactive units are its dead units
+    from lopbook.metrics import dead_units
+    assert inactive_units(z, "relu") == dead_units(torch.relu(z))

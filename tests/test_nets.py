@@ -85,10 +85,43 @@ def test_reset_parameters_with_seed_restores_the_initial_network():
     assert _all_equal(initial, _params(net))
 
 
-@pytest.mark.parametrize("kwargs", [dict(width=0), dict(depth=0), dict(in_features=0), dict(out_features=0)])
+@pytest.mark.parametrize("kwargs", [dict(width=0), dict(depth=-1), dict(in_features=0), dict(out_features=0),
+                                    dict(activation="gelu"), dict(depth=0, dropout=0.1)])
 def test_mlp_invalid_sizes(kwargs):
     with pytest.raises(ValueError):
         MLP(**{**dict(in_features=4, width=4, depth=1, out_features=2), **kwargs})
+
+
+def test_mlp_without_hidden_layers_is_a_linear_model():
+    net = MLP(in_features=5, width=3, depth=0, out_features=1, seed=0)
+    assert net.hidden_sizes == [] and len(net.weight_layers()) == 1
+    x = torch.rand(4, 5)
+    out, hidden = net(x, return_hidden=True)
+    assert hidden == []
+    torch.testing.assert_close(out, x @ net.output.weight.T + net.output.bias)
+
+
+@pytest.mark.parametrize("activation,function", [
+    ("relu", torch.relu), ("leaky_relu", lambda z: torch.where(z > 0, z, 0.01 * z)), ("elu", torch.nn.functional.elu),
+    ("swish", lambda z: z * torch.sigmoid(z)), ("tanh", torch.tanh), ("sigmoid", torch.sigmoid), ("linear", lambda z: z)])
+def test_mlp_activations(activation, function):
+    net = MLP(in_features=6, width=8, depth=2, out_features=3, seed=1, activation=activation)
+    x = torch.randn(5, 6)
+    _, hidden = net(x, return_hidden=True)
+    torch.testing.assert_close(hidden[0], function(net.hidden[0](x)))
+    torch.testing.assert_close(hidden[1], function(net.hidden[1](hidden[0])))
+
+
+@pytest.mark.parametrize("activation,gain", [("relu", math.sqrt(2)), ("tanh", 5 / 3), ("sigmoid", 1.0),
+                                             ("leaky_relu", math.sqrt(2 / (1 + 0.01 ** 2))), ("linear", 1.0)])
+def test_mlp_kaiming_gain_of_each_activation(activation, gain):
+    """Kaiming-uniform: U(-b, b) with b = gain * sqrt(3 / fan_in), the gains of Nature's Methods."""
+    net = MLP(in_features=400, width=300, depth=1, out_features=2, seed=2, activation=activation,
+              init="kaiming_linear_output")
+    bound = gain * math.sqrt(3 / 400)
+    w = net.hidden[0].weight.detach()
+    assert w.abs().max() <= bound and w.abs().max() > 0.99 * bound
+    assert net.output.weight.abs().max() <= math.sqrt(3 / 300)       # the output layer: linear gain
 
 
 # ----------------------------------------------------------------------------------------------------- ConvNet

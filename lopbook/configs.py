@@ -24,6 +24,7 @@ from . import methods as registry
 from .methods.base import Hyperparameters
 
 __all__ = [
+    "SlowlyChangingRegression",
     "Learning",
     "PermutedMNIST",
     "ContinualImageNet",
@@ -329,9 +330,88 @@ class ContinualImageNet(Learning):
             raise ValueError("the ConvNet supports norm=None or 'batch'")
 
 
+@dataclass
+class SlowlyChangingRegression(Learning):
+    """One run of the slowly-changing regression problem (Nature, Methods and Extended
+    Data Fig. 2): a network with one hidden layer of 5 units learns online, by SGD on
+    the squared error, to track a fixed random target network of linear threshold
+    units whose input has 15 slowly changing bits (one flipped every 10,000 examples)
+    and 5 random ones. Defaults: the paper's (3 million examples, the error reported
+    in bins of 40,000; step size 0.01).
+
+    The stream has no tasks: a "task" here is a bin of ``examples_per_task`` examples,
+    the unit in which the error is reported and progress is saved.
+    """
+
+    step_size: float = 0.01
+    init: str = "kaiming_linear_output"
+    tasks: int = 75
+    """bins of examples_per_task examples (75 x 40,000 = 3 million)"""
+    examples_per_task: int = 40_000
+    """examples per bin: the online squared error is averaged over each bin"""
+    width: int = 5
+    """hidden units of the learner"""
+    depth: int = 1
+    """hidden layers of the learner (0: a linear model)"""
+    activation: str = "relu"
+    """the learner's activation function (lopbook.nets.ACTIVATIONS)"""
+    n_inputs: int = 20
+    """binary inputs (m), besides the constant bit"""
+    n_slow: int = 15
+    """of which slowly changing (f)"""
+    target_width: int = 100
+    """hidden linear threshold units of the target network"""
+    beta: float = 0.7
+    """sets the LTUs' thresholds"""
+    change_every: int = 10_000
+    """T: examples between two changes of the slow bits"""
+    change: str = "flip_one"
+    """'flip_one' (the paper's: one slow bit flipped) or 'redraw_all' (the authors'
+    code's default)"""
+    metrics_every: int = 1
+    """measure the plasticity metrics at the start of every k-th bin (0: never)"""
+    probe_size: int = 1000
+    """examples of the bin the metrics are measured on"""
+    data: str = "synthetic"
+    """the stream is synthetic by design (a random target network)"""
+
+    LOSS: ClassVar[str] = "squared_error"
+
+    def validate(self) -> None:
+        super().validate()
+        from .nets import ACTIVATIONS
+
+        if self.activation not in ACTIVATIONS:
+            raise ValueError(
+                f"activation must be one of {ACTIVATIONS}, got {self.activation!r}"
+            )
+        for name in (
+            "examples_per_task",
+            "width",
+            "n_inputs",
+            "n_slow",
+            "target_width",
+            "change_every",
+        ):
+            value = getattr(self, name)
+            if not isinstance(value, (int, np.integer)) or value < 1:
+                raise ValueError(
+                    f"SlowlyChangingRegression: {name} must be an integer >= 1, "
+                    f"got {value!r}"
+                )
+        if not isinstance(self.depth, (int, np.integer)) or self.depth < 0:
+            raise ValueError(f"depth must be an integer >= 0, got {self.depth!r}")
+        if self.data != "synthetic":
+            raise ValueError("SlowlyChangingRegression: data must be 'synthetic'")
+        if self.norm == "batch":
+            raise ValueError(
+                "one example at a time: batch norm cannot work; use norm='layer'"
+            )
+
+
 #: every config class, by name (to read saved results back)
 CONFIGS: dict[str, type[Learning]] = {
-    c.__name__: c for c in (PermutedMNIST, ContinualImageNet)
+    c.__name__: c for c in (PermutedMNIST, ContinualImageNet, SlowlyChangingRegression)
 }
 
 

@@ -1,6 +1,6 @@
 """Continual-learning data for the loss-of-plasticity experiments.
 
-Two problems from Dohare et al. (Nature, 2024):
+Three problems from Dohare et al. (Nature, 2024):
 
 * **Online Permuted MNIST.** Task ``t`` shows the MNIST digits with the pixels
   shuffled by a task-specific permutation (:class:`PermutedMNISTStream` over
@@ -9,13 +9,18 @@ Two problems from Dohare et al. (Nature, 2024):
   ImageNet classes at 32x32, 600 train and 100 test images per class
   (:class:`BinaryTaskStream` over a :class:`ClassImages` source, see
   :func:`class_images`).
+* **Slowly-changing regression.** A synthetic stream (by design): binary
+  inputs whose slow bits change every ``T`` examples, labelled by a fixed
+  random network of linear threshold units
+  (:class:`SlowlyChangingRegression`).
 
 Missing data give an error that says how to get them.  The ``*_or_*`` helpers
 and ``class_images("auto")`` may instead fall back to a smaller *real* data
 set (8x8 digits, CIFAR-100, MNIST digits as classes), with a
 :class:`DataWarning` and the message in the object's ``warning``.  Nothing
-here substitutes random noise for data.  Every data set has an ``identity``
-string (a content hash) for run keys.
+here substitutes random noise for data (the slowly-changing regression is
+synthetic by design).  Every data set has an ``identity`` string for run
+keys: a content hash, or for the synthetic stream its parameters.
 
 Modules:
 
@@ -28,6 +33,8 @@ Modules:
   (ImageNet 32x32, Tiny ImageNet), CIFAR-100, digits; :func:`class_images`.
 * :mod:`~lopbook.data.streams`: :class:`PermutedMNISTStream`,
   :class:`BinaryTaskStream`.
+* :mod:`~lopbook.data.slowly_changing`: :class:`SlowlyChangingRegression`,
+  :func:`ltu_thresholds`, :func:`ltu_target`.
 * :mod:`~lopbook.data.prepare`: :func:`prepare_imagenet32`,
   :func:`prepare_tinyimagenet` (release -> class folder).
 * :mod:`~lopbook.data.identity`: the content hashes behind ``identity``.
@@ -64,6 +71,11 @@ from .locations import (
 )
 from .mnist import Dataset, load_digits_fallback, load_mnist, mnist_or_digits, read_idx
 from .prepare import box_downsample, prepare_imagenet32, prepare_tinyimagenet
+from .slowly_changing import (
+    SlowlyChangingRegression,
+    ltu_target,
+    ltu_thresholds,
+)
 from .streams import BinaryTaskStream, PermutedMNISTStream
 
 __all__ = [
@@ -89,6 +101,9 @@ __all__ = [
     "class_images",
     "short_class_name",
     "BinaryTaskStream",
+    "SlowlyChangingRegression",
+    "ltu_thresholds",
+    "ltu_target",
     "main",
     "CLASS_KINDS",
     "METADATA_FILE",

@@ -7,15 +7,17 @@ as keyword arguments) and return one :class:`~lopbook.results.RunResult` per con
 
 from __future__ import annotations
 
-from ..configs import ContinualImageNet, PermutedMNIST, runs
+from ..configs import ContinualImageNet, PermutedMNIST, SlowlyChangingRegression, runs
 from ..presets import SCALES, resolve_scale, settings
 from ..runner import RunOptions, run
-from . import continual_imagenet, permuted_mnist
+from . import continual_imagenet, permuted_mnist, slowly_changing_regression
 from .continual_imagenet import linear_baseline
 
 __all__ = [
     "PermutedMNIST",
     "ContinualImageNet",
+    "SlowlyChangingRegression",
+    "run_slowly_changing_regression",
     "run_permuted_mnist",
     "run_continual_imagenet",
     "linear_baseline",
@@ -29,7 +31,11 @@ __all__ = [
 ]
 
 #: the module that trains each config class, by the class's name
-EXPERIMENTS = {"PermutedMNIST": permuted_mnist, "ContinualImageNet": continual_imagenet}
+EXPERIMENTS = {
+    "PermutedMNIST": permuted_mnist,
+    "ContinualImageNet": continual_imagenet,
+    "SlowlyChangingRegression": slowly_changing_regression,
+}
 
 
 def run_permuted_mnist(configs, options: RunOptions | None = None, **overrides):
@@ -51,6 +57,16 @@ def run_continual_imagenet(configs, options: RunOptions | None = None, **overrid
     epoch. Options as in :func:`run_permuted_mnist` (``data_dir``: the class files).
     """
     return _run(configs, ContinualImageNet, options, overrides)
+
+
+def run_slowly_changing_regression(
+    configs, options: RunOptions | None = None, **overrides
+):
+    """Run the slowly-changing regression problem for every config (a
+    :class:`SlowlyChangingRegression` or a list). ``accuracy`` holds each bin's mean
+    online squared error (``meta["measure"]`` says so). Options as in
+    :func:`run_permuted_mnist`."""
+    return _run(configs, SlowlyChangingRegression, options, overrides)
 
 
 def _run(configs, kind, options, overrides):

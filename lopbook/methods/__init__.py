@@ -19,8 +19,13 @@ from .base import Hyperparameters, Method, Networks, require
 from .continual_backprop import ContinualBackprop
 from .l2 import L2
 from .l2_init import L2Init
+from .normalize_and_project import NormalizeAndProject
 from .redo import ReDo
+from .self_normalized_resets import SelfNormalizedResets
 from .shrink_and_perturb import ShrinkAndPerturb
+from .spectral_regularization import SpectralRegularization
+from .upgd import UPGD
+from .weight_clipping import WeightClipping
 
 __all__ = [
     "REGISTRY",
@@ -43,6 +48,11 @@ REGISTRY: dict[str, type[Method]] = {
         ContinualBackprop,
         L2Init,
         ReDo,
+        WeightClipping,
+        UPGD,
+        NormalizeAndProject,
+        SpectralRegularization,
+        SelfNormalizedResets,
     )
 }
 

@@ -210,7 +210,9 @@ class Lockstep:
         for stop in range(1, R + 1):
             if stop == R or keys[order[stop]] != keys[order[start]]:
                 cls = registry.get(runs[start].method)
-                reason = cls.supports(nets[0])
+                reason = cls.supports(
+                    nets[0], optimizer, max(r.momentum for r in runs[start:stop])
+                )
                 if reason:
                     raise ValueError(
                         f"method {cls.name!r} cannot train this network: {reason}"

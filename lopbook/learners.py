@@ -92,7 +92,7 @@ class Learner:
         self.nets = self._networks()
         self.nets.nonnegative = getattr(net, "activation", "relu") == "relu"
         cls = registry.get(method)
-        reason = cls.supports(net)
+        reason = cls.supports(net, optimizer, momentum)
         if reason:
             raise ValueError(f"method {method!r} cannot train this network: {reason}")
         self.method = cls(self.nets, [registry.settings(method, **hyperparameters)])

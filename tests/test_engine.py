@@ -170,7 +170,7 @@ def test_every_method_in_lockstep_matches_one_network_at_a_time(name, optimizer,
             RS(3, lr * 1.5, momentum, name, **EXERCISE[name])]
     norm = "layer" if kind == "mlp-layer-norm" else None
     dropout = 0.2 if kind == "mlp-dropout" else 0.0
-    reason = methods.get(name).supports(make_mlp(0, dropout=dropout, norm=norm))
+    reason = methods.get(name).supports(make_mlp(0, dropout=dropout, norm=norm), optimizer, momentum)
     if reason:                      # a method that refuses this network (its supports() says why)
         pytest.skip(f"{name} cannot train this network: {reason}")
     engine, refs = train_both(lambda s: make_mlp(s, dropout=dropout, norm=norm), runs, steps=200,
@@ -710,7 +710,7 @@ def test_a_method_that_cannot_train_the_network_is_an_error_naming_it(monkeypatc
         name, label = "picky", "Picky"
 
         @classmethod
-        def supports(cls, net):
+        def supports(cls, net, optimizer="sgd", momentum=0.0):
             return "it needs a network without dropout" if net.dropout else None
 
     monkeypatch.setitem(methods.REGISTRY, "picky", Picky)

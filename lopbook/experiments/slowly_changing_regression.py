@@ -63,7 +63,8 @@ def steps_per_task(cfg: SlowlyChangingRegression, data: Data) -> int:
 
 
 def describe(runs, data: Data) -> str:
-    return f"Slowly-changing regression ({runs[0].config.activation}): {describe_runs(runs)}"
+    activation = runs[0].config.activation
+    return f"Slowly-changing regression ({activation}): {describe_runs(runs)}"
 
 
 def task(group, t: int):

@@ -231,8 +231,9 @@ class Method:
         return values.view(-1, *[1] * (like.dim() - 1))
 
     @classmethod
-    def supports(cls, net) -> str | None:
-        """Why this method cannot train ``net``, or None when it can."""
+    def supports(cls, net, optimizer: str = "sgd", momentum: float = 0.0) -> str | None:
+        """Why this method cannot train ``net`` with ``optimizer`` (and SGD's
+        ``momentum``), or None when it can."""
         return None
 
     # ---------------------------------------------------------------- the hooks

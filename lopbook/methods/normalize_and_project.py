@@ -68,7 +68,7 @@ class NormalizeAndProject(Method):
     Settings = NormalizeAndProjectSettings
 
     @classmethod
-    def supports(cls, net) -> str | None:
+    def supports(cls, net, optimizer: str = "sgd", momentum: float = 0.0) -> str | None:
         if getattr(net, "norm", None) != "layer":
             return (
                 "Normalize-and-Project needs layer norm before every nonlinearity "

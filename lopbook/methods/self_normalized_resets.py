@@ -111,7 +111,7 @@ class SelfNormalizedResets(Method):
     Settings = SelfNormalizedResetsSettings
 
     @classmethod
-    def supports(cls, net) -> str | None:
+    def supports(cls, net, optimizer: str = "sgd", momentum: float = 0.0) -> str | None:
         if getattr(net, "activation", "relu") == "sigmoid":
             return "SNR needs units that can be silent (a sigmoid is always positive)"
         return None

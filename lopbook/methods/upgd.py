@@ -21,9 +21,8 @@ Here this is a gradient term (:meth:`UPGD.gradient`): with plain SGD of step siz
 ``alpha`` the update ``w <- w - alpha (grad + term)`` is exactly the rule above. UPGD
 *is* an optimiser: it is meant for plain SGD, without momentum. With momentum or Adam
 the gated, perturbed gradient would be fed to that optimiser (Adam's normalisation
-largely undoes the gate and rescales the noise), which is not the paper's method. A
-method is not told the optimiser, so this cannot be refused here: choose
-``optimizer="sgd"`` and no momentum.
+largely undoes the gate and rescales the noise), which is not the paper's method, so
+:meth:`UPGD.supports` refuses them.
 
 Details from the authors' code (github.com/mohmdelsayed/upgd,
 ``core/optim/weight_upgd/first_order.py``, ``FirstOrderGlobalUPGD``, the method of the
@@ -87,6 +86,12 @@ class UPGD(Method):
     label = "UPGD"
     Settings = UPGDSettings
     needs_gradients = True
+
+    @classmethod
+    def supports(cls, net, optimizer: str = "sgd", momentum: float = 0.0) -> str | None:
+        if optimizer != "sgd" or momentum:
+            return "UPGD is its own optimiser: use plain SGD (no momentum, no Adam)"
+        return None
 
     def __init__(self, nets, settings):
         super().__init__(nets, settings)

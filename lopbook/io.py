@@ -55,7 +55,10 @@ def locked(directory: str | os.PathLike) -> Iterator[None]:
     The lock is an advisory ``flock``: the operating system releases it when
     the process ends, however it ends, so a killed run never leaves a stale
     lock behind. A second process asking for the same lock gets
-    :class:`RunLocked` at once instead of waiting.
+    :class:`RunLocked` at once instead of waiting. Temporary files of
+    :func:`atomic_write` found in ``directory`` once the lock is held were left
+    by a process killed while writing (only the lock's holder writes there):
+    they are removed.
     """
     import fcntl
 
@@ -72,6 +75,8 @@ def locked(directory: str | os.PathLike) -> Iterator[None]:
                 f"{directory} is being trained by another process right now; wait for "
                 "it to finish (its results are then loaded), or use another out_dir"
             ) from None
+        for stale in directory.glob(".*.tmp"):
+            stale.unlink(missing_ok=True)
         yield
     finally:
         handle.close()

@@ -143,7 +143,7 @@ def load_result(directory: Path) -> RunResult:
     path = Path(directory) / "result.json"
     try:
         record = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as err:
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise ValueError(
             f"{path} is not valid JSON ({err}): the file was cut short or "
             "edited by hand; delete its directory to compute the run again"

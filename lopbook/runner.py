@@ -31,12 +31,12 @@ from tqdm.auto import tqdm
 
 from .configs import config_from_dict, run_key
 from .data import DataWarning
-from .io import atomic_write, locked
+from .io import RunLocked, atomic_write, locked
 from .metrics import PlasticityMetrics, plasticity_metrics
 from .results import RunResult, load_result, save_result
 from .runtime import environment, get_device
 
-__all__ = ["RunOptions", "run", "Data", "run_directory"]
+__all__ = ["RunOptions", "run", "Data", "run_directory", "lockstep_groups"]
 
 
 @dataclass
@@ -208,6 +208,7 @@ class Run:
         self.position = (
             None  # where inside a task the checkpoint was made (None: at a boundary)
         )
+        self.seen = None  # the saved files as load() found them (see _stamp)
 
     @property
     def task(self) -> int:
@@ -232,6 +233,7 @@ class Run:
         """The finished result, or (loaded into self) the last checkpoint, if any."""
         if self.dir is None:
             return None
+        self.seen = _stamp(self.dir)  # before reading: a later change is noticed
         checkpoint = self.dir / "checkpoint.pt"
         if (self.dir / "result.json").exists():
             result = load_result(self.dir)
@@ -242,27 +244,27 @@ class Run:
                     f"({result.meta.get('dataset')}); delete it"
                 )
             if result.complete:
-                if checkpoint.exists():  # killed between the last two writes
-                    checkpoint.unlink()
+                # killed between the last two writes (or another process is there)
+                checkpoint.unlink(missing_ok=True)
                 result.config = self.config  # the same run, perhaps under another label
                 return result
         if checkpoint.exists():
             try:
                 saved = torch.load(checkpoint, map_location="cpu", weights_only=True)
                 config = saved["config"]
+                accuracy, train_accuracy = saved["accuracy"], saved["train_accuracy"]
+                metrics = [(t, PlasticityMetrics(**m)) for t, m in saved["metrics"]]
+                wall_time, state = saved["wall_time"], saved["state"]
+                position = saved["position"]
             except Exception as err:  # noqa: BLE001 - any unreadable file
                 raise ValueError(
                     f"{checkpoint} cannot be read ({type(err).__name__}: {err}); "
-                    "delete it to restart the run from its last result"
+                    "delete it to train the run again from its start"
                 ) from None
             self._same(config, checkpoint)
-            self.accuracy, self.train_accuracy = (
-                saved["accuracy"],
-                saved["train_accuracy"],
-            )
-            self.metrics = [(t, PlasticityMetrics(**m)) for t, m in saved["metrics"]]
-            self.wall_time = saved["wall_time"]
-            self.state, self.position = saved["state"], saved["position"]
+            self.accuracy, self.train_accuracy = accuracy, train_accuracy
+            self.metrics, self.wall_time = metrics, wall_time
+            self.state, self.position = state, position
             self.meta["resumed_from"] = {
                 "task": self.task,
                 "position": _describe(self.position),
@@ -310,8 +312,22 @@ class Run:
                 self.dir / "checkpoint.pt", lambda tmp: torch.save(payload, tmp)
             )
         save_result(result, self.dir)
-        if result.complete and (self.dir / "checkpoint.pt").exists():
-            (self.dir / "checkpoint.pt").unlink()
+        if result.complete:
+            (self.dir / "checkpoint.pt").unlink(missing_ok=True)
+
+
+def _stamp(directory: Path) -> tuple:
+    """What identifies the versions of a run's saved files (a file moved into place
+    is a new inode)."""
+    stamp = []
+    for name in ("result.json", "checkpoint.pt"):
+        try:
+            info = os.stat(directory / name)
+        except FileNotFoundError:
+            stamp.append(None)
+        else:
+            stamp.append((info.st_ino, info.st_size, info.st_mtime_ns))
+    return tuple(stamp)
 
 
 def _one(value):
@@ -425,6 +441,11 @@ def _train_here(experiment, group_runs, data, options, device, position=0, repor
             for run in group_runs:
                 if run.dir is not None:
                     stack.enter_context(locked(run.dir))
+                    if run.seen is not None and _stamp(run.dir) != run.seen:
+                        raise RunLocked(
+                            f"{run.dir} was saved by another process after this one "
+                            "loaded it; run again to load (or resume) what it saved"
+                        )
             group = Group(experiment, group_runs, data, device, options.backend)
             total = experiment.steps_per_task(group.config, data) * group.config.tasks
             done = _steps_done(experiment, group)
@@ -493,10 +514,7 @@ def run(configs, options: RunOptions | None = None, **overrides) -> list[RunResu
 
     results: dict[int, RunResult] = {}
     jobs = []  # (indices, runs, data): the runs of one group at one point of training
-    groups: dict[tuple, list[int]] = {}
-    for i, cfg in enumerate(configs):
-        groups.setdefault(cfg.group_key(), []).append(i)
-    for members in groups.values():
+    for members in lockstep_groups(configs):
         shared = data[configs[members[0]].data]
         pending: dict[tuple, list[tuple[int, Run]]] = {}
         for i in members:
@@ -528,6 +546,15 @@ def run(configs, options: RunOptions | None = None, **overrides) -> list[RunResu
             for i, result in zip(indices, job_results):
                 results[i] = result
     return [results[i] for i in range(len(configs))]
+
+
+def lockstep_groups(configs) -> list[list[int]]:
+    """The indices of ``configs`` that can train together in one lockstep group (equal
+    ``group_key()``: the same network and optimiser), group by group, in order."""
+    groups: dict[tuple, list[int]] = {}
+    for i, cfg in enumerate(configs):
+        groups.setdefault(cfg.group_key(), []).append(i)
+    return list(groups.values())
 
 
 def run_directory(config, out_dir, data_dir=None) -> Path:
@@ -570,7 +597,10 @@ def _job_in_process(kind_name, configs, keys, options, device, position, queue):
     ]
     for run_ in group_runs:
         if run_.load() is not None:
-            raise RuntimeError(f"{run_.dir} was finished by another process meanwhile")
+            raise RunLocked(
+                f"{run_.dir} was finished by another process meanwhile; run again to "
+                "load it"
+            )
     return _train_here(
         experiment,
         group_runs,

@@ -25,7 +25,7 @@ def describe_runs(runs) -> str:
 def warn_fallback(message: str | None) -> None:
     """One loud DataWarning, attributed to the runner's caller (a notebook cell)."""
     if message:
-        frame, level = sys._getframe(1), 1
+        frame, level = sys._getframe(1), 2  # stacklevel 2: warn_fallback's caller
         while frame is not None and frame.f_globals.get("__name__", "").startswith(
             "lopbook"
         ):

@@ -571,3 +571,16 @@ def test_adding_a_config_field_with_a_default_keeps_every_run_key():
     assert run_key(mnist(method="continual_backprop"), "d") == run_key(
         mnist(method="continual_backprop", hyperparameters=dict(replacement_rate=1e-4)), "d")
     assert run_key(mnist(), "one data set") != run_key(mnist(), "another data set")
+
+
+def test_a_group_split_over_the_workers_gives_the_same_numbers():
+    """One lockstep group of four runs and two workers: the group is split in two, one per core, and every run's
+    numbers are those of the four runs trained together."""
+    configs = runs(mnist(tasks=2, **CBP), 2) + runs(mnist(tasks=2, seed=5), 2)
+    jobs = [(list(range(4)), [runner.Run(c, str(i), None, {}) for i, c in enumerate(configs)], None)]
+    halves = runner.split_jobs(jobs, 2, experiments.EXPERIMENTS["PermutedMNIST"])
+    assert [j[0] for j in halves] == [[0, 1], [2, 3]]
+    together = mnist_run(configs, workers=1)
+    split = mnist_run(configs, workers=2)
+    for a, b in zip(together, split):
+        assert_identical(a, b)

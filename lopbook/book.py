@@ -24,6 +24,8 @@ from .results import RunResult, group_by_label
 from .runtime import get_device
 
 __all__ = [
+    "claim",
+    "prose",
     "setup",
     "parameters",
     "show",
@@ -225,6 +227,21 @@ def caption(P, results: list[RunResult], setting: str, paper: str = ""):
     if paper:
         text += f" The paper: {paper}."
     return Markdown(text + "*")
+
+
+def claim(holds: bool, text: str, otherwise: str) -> str:
+    """``text`` when the run on the page shows it (``holds``), else ``otherwise``: what
+    the run shows instead, flagged so that a reader cannot miss it."""
+    if holds:
+        return text
+    return f"**[This build's runs differ: {otherwise}]**"
+
+
+def prose(*paragraphs: str):
+    """Paragraphs of text made from the numbers of the run on the page (Markdown)."""
+    from IPython.display import Markdown
+
+    return Markdown("\n\n".join(paragraphs))
 
 
 def table(header: list[str], rows: list[list]):

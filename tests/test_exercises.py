@@ -1,0 +1,59 @@
+"""The exercise checkers accept a correct answer and reject a wrong one with a clear message."""
+import numpy as np
+import pytest
+import torch
+
+from lopbook import exercises
+from lopbook.exercises import ExerciseError
+
+
+def erank_right(H):
+    s = torch.linalg.svdvals(H.double())
+    p = s / s.sum()
+    p = p[p > 0]
+    return float(torch.exp(-(p * p.log()).sum()))
+
+
+def erank_wrong(H):                        # the entropy of the squared singular values instead
+    s = torch.linalg.svdvals(H.double()) ** 2
+    p = s / s.sum()
+    p = p[p > 0]
+    return float(torch.exp(-(p * p.log()).sum()))
+
+
+CASES = {
+    "check_effective_rank": (erank_right, erank_wrong, "effective rank"),
+    "check_dead_units": (lambda h: int((h == 0).all(dim=0).sum()),
+                         lambda h: int((h == 0).any(dim=0).sum()), "column is zero"),
+    "check_contribution_utility": (
+        lambda u, h, w, eta: eta * u + (1 - eta) * h.abs() * w.abs().sum(dim=0),
+        lambda u, h, w, eta: eta * u + (1 - eta) * h.abs() * w.abs().sum(dim=1).mean(), "column of w_out"),
+    "check_shrink_and_perturb_step": (
+        lambda w, g, a, lam, n: w - a * (g + lam * w) + n,
+        lambda w, g, a, lam, n: w - a * (g + lam * w), "forgot the noise"),
+    "check_ltu_target": (
+        lambda x, W, beta: (x @ W.T > beta * W.shape[1] - (W < 0).sum(1)).float(),
+        lambda x, W, beta: (x @ W.T > beta * W.shape[1]).float(), "number of -1 weights"),
+    "check_linear_baseline_accuracy": (
+        lambda xtr, ytr, xte, yte: _logistic(xtr, ytr, xte, yte),
+        lambda xtr, ytr, xte, yte: 0.5, "above 0.9"),
+}
+
+
+def _logistic(xtr, ytr, xte, yte):
+    from sklearn.linear_model import LogisticRegression
+    return LogisticRegression(max_iter=1000).fit(xtr.numpy(), ytr.numpy()).score(xte.numpy(), yte.numpy())
+
+
+def test_every_checker_is_tested():
+    assert sorted(CASES) == sorted(n for n in exercises.__all__ if n.startswith("check_"))
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_checker_accepts_a_right_answer_and_rejects_a_wrong_one(name, capsys):
+    right, wrong, message = CASES[name]
+    check = getattr(exercises, name)
+    check(right)
+    assert capsys.readouterr().out.startswith("Correct")
+    with pytest.raises(ExerciseError, match=message):
+        check(wrong)

@@ -50,8 +50,8 @@ def check_effective_rank(fn) -> None:
         if not np.isclose(got, expected, rtol=1e-4):
             raise ExerciseError(
                 f"for a {tuple(H.shape)} matrix your effective rank is {got:.4f}, the "
-                f"right value is {expected:.4f}. Hint: normalise the singular values to "
-                "sum to one, then take exp of their entropy."
+                f"right value is {expected:.4f}. Hint: normalise the singular values "
+                "to sum to one, then take exp of their entropy."
             )
     _done(
         "your effective rank agrees with lopbook.metrics.effective_rank on 4 test "

@@ -164,6 +164,10 @@ CHAPTERS: dict[str, dict[str, Knob]] = {
         "adam_step_size": Knob(
             float, "Adam's step size (betas 0.9, 0.999)", 1e-3, 1e-3, 1e-4
         ),
+        "sweep": Knob(
+            bool, "also run the tuning sweeps behind each method's strength", False,
+            False, False
+        ),
         **COMMON,
     },
     "06_continual_backprop": {

@@ -1,0 +1,197 @@
+"""The runs of every chapter, built from its settings ``P`` (``presets.resolve``).
+
+One function per chapter returns its runs as named lists of configs. The chapters
+call them, and so do ``python -m lopbook.record`` (results of record) and
+:func:`lopbook.cluster.submit` (a chapter's runs as cluster jobs): the three always
+mean the same runs.
+
+>>> from lopbook import presets
+>>> P = presets.resolve("06_continual_backprop", "quick")
+>>> {name: len(configs) for name, configs in plan("06_continual_backprop", P).items()}
+{'backprop': 2, 'continual backprop': 2, 'sweep': 3}
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+from . import presets
+from .configs import key_settings, runs
+
+__all__ = ["plan", "PLANS", "configs_of"]
+
+
+def what_is_plasticity(P) -> dict[str, list]:
+    """Chapter 1: backprop task after task, and fresh networks on one task each."""
+    base = presets.permuted_mnist(P, label="Backprop, continually")
+    fresh = dataclasses.replace(
+        base, tasks=1, metrics_every=0, label="fresh network, one task"
+    )
+    return {
+        "continual": runs(base, P.runs_per_setting),
+        "fresh": runs(fresh, P.fresh_runs, first_seed=1000),
+    }
+
+
+def permuted_mnist(P) -> dict[str, list]:
+    """Chapter 3: the headline runs and the three robustness sweeps (step size, width,
+    rate of change; the last two over ``sweep_tasks`` tasks' worth of examples)."""
+    base = presets.permuted_mnist(P)
+    sweep = dataclasses.replace(base, tasks=P.sweep_tasks)
+    budget = P.sweep_tasks * P.examples_per_task  # examples of every rate-of-change run
+    step_sizes = [
+        c
+        for s in P.step_sizes
+        if s != base.step_size
+        for c in runs(dataclasses.replace(base, step_size=s), P.sweep_runs)
+    ]
+    widths = [
+        c
+        for w in P.widths
+        if w != P.width
+        for c in runs(dataclasses.replace(sweep, width=w), P.sweep_runs)
+    ]
+    rates = [
+        c
+        for e in P.change_every
+        if e != P.examples_per_task
+        for c in runs(
+            dataclasses.replace(sweep, examples_per_task=e, tasks=budget // e),
+            P.sweep_runs,
+        )
+    ]
+    return {
+        "headline": runs(base, P.runs_per_setting),
+        "step sizes": step_sizes,
+        "widths": widths,
+        "rates of change": rates,
+    }
+
+
+def why_plasticity_is_lost(P) -> dict[str, list]:
+    """Chapter 4: chapter 3's step-size sweep, the headline runs included."""
+    base = presets.permuted_mnist(P)
+    found = {}
+    for s in sorted(P.step_sizes, reverse=True):
+        n = P.runs_per_setting if s == P.step_size else P.sweep_runs
+        label = f"step size {s:g}"
+        found[label] = runs(dataclasses.replace(base, step_size=s, label=label), n)
+    return found
+
+
+def mitigations(P) -> dict[str, list]:
+    """Chapter 5: backprop and five standard methods."""
+    base = presets.permuted_mnist(P)
+    methods = {
+        "l2": base.with_method(
+            "l2",
+            weight_decay=P.l2_weight_decay,
+            label=f"L2 (λ = {P.l2_weight_decay:g})",
+        ),
+        "shrink_and_perturb": base.with_method(
+            "shrink_and_perturb",
+            weight_decay=P.sp_weight_decay,
+            noise_std=P.sp_noise_std,
+            label=f"Shrink and Perturb (λ = {P.sp_weight_decay:g}, "
+            f"σ = {P.sp_noise_std:g})",
+        ),
+        "dropout": dataclasses.replace(
+            base, dropout=P.dropout, label=f"Dropout (p = {P.dropout:g})"
+        ),
+        "layer_norm": dataclasses.replace(base, norm="layer", label="Layer norm"),
+        "adam": dataclasses.replace(
+            base,
+            optimizer="adam",
+            step_size=P.adam_step_size,
+            betas=(0.9, 0.999),
+            label=f"Adam (α = {P.adam_step_size:g})",
+        ),
+    }
+    found = {"backprop": runs(base, P.runs_per_setting)}
+    found.update({name: runs(cfg, P.method_runs) for name, cfg in methods.items()})
+    return found
+
+
+def continual_backprop(P) -> dict[str, list]:
+    """Chapter 6: backprop against continual backprop, and a sweep of replacement
+    rates (one run each; the main rate's run is the comparison's first)."""
+    base = presets.permuted_mnist(P)
+    cbp = base.with_method(
+        "continual_backprop",
+        replacement_rate=P.replacement_rate,
+        label=f"Continual backprop (ρ = {P.replacement_rate:g})",
+    )
+    sweep = [
+        cbp.with_method(
+            "continual_backprop", replacement_rate=rate, label=f"ρ = {rate:g}"
+        )
+        for rate in P.sweep_rates
+        if rate != P.replacement_rate
+    ]
+    return {
+        "backprop": runs(base, P.runs_per_setting),
+        "continual backprop": runs(cbp, P.runs_per_setting),
+        "sweep": sweep,
+    }
+
+
+def summary(P) -> dict[str, list]:
+    """The summary: chapter 6's backprop and continual backprop."""
+    base = presets.permuted_mnist(P)
+    cbp = base.with_method(
+        "continual_backprop",
+        replacement_rate=P.replacement_rate,
+        label="Continual backprop",
+    )
+    return {
+        "backprop": runs(base, P.runs_per_setting),
+        "continual backprop": runs(cbp, P.runs_per_setting),
+    }
+
+
+def continual_imagenet(P) -> dict[str, list]:
+    """Chapter 2: backprop at each step size."""
+    base = presets.continual_imagenet(P)
+    found = {}
+    for s in P.step_sizes:
+        label = f"Backprop, step size {s:g}"
+        found[label] = runs(
+            dataclasses.replace(base, step_size=s, label=label), P.runs_per_step
+        )
+    return found
+
+
+#: every chapter's runs, by the chapter's file name
+PLANS = {
+    "01_what_is_plasticity": what_is_plasticity,
+    "02_continual_imagenet": continual_imagenet,
+    "03_permuted_mnist": permuted_mnist,
+    "04_why_plasticity_is_lost": why_plasticity_is_lost,
+    "05_mitigations": mitigations,
+    "06_continual_backprop": continual_backprop,
+    "07_summary": summary,
+}
+
+
+def plan(chapter: str, P) -> dict[str, list]:
+    """The runs of ``chapter`` at settings ``P``, as named lists of configs."""
+    if chapter not in PLANS:
+        raise ValueError(
+            f"no runs are planned for {chapter!r}; chapters with runs: "
+            f"{', '.join(PLANS)}"
+        )
+    return PLANS[chapter](P)
+
+
+def configs_of(chapter: str, P) -> list:
+    """Every run of ``chapter``'s plan, each once (a run under two labels is one run),
+    in order."""
+    found, seen = [], set()
+    for configs in plan(chapter, P).values():
+        for cfg in configs:
+            key = (type(cfg).__name__, json.dumps(key_settings(cfg), sort_keys=True))
+            if key not in seen:
+                seen.add(key)
+                found.append(cfg)
+    return found

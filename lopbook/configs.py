@@ -304,6 +304,9 @@ class ContinualImageNet(Learning):
     """training images of the new task the metrics are measured on"""
     data: str = "auto"
     """'auto', 'imagenet', 'tinyimagenet', 'cifar100' or 'digits'"""
+    pairing: str = "order"
+    """'order' (the paper's: consecutive pairs of one class order, repeating) or
+    'random' (a fresh random pair of classes for every task)"""
 
     METHOD_DEFAULTS: ClassVar[dict[str, dict]] = {
         "l2": dict(weight_decay=3e-6),
@@ -328,6 +331,10 @@ class ContinualImageNet(Learning):
             )
         if self.norm == "layer":
             raise ValueError("the ConvNet supports norm=None or 'batch'")
+        if self.pairing not in ("order", "random"):
+            raise ValueError(
+                f"pairing must be 'order' or 'random', got {self.pairing!r}"
+            )
 
 
 @dataclass

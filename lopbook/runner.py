@@ -21,6 +21,7 @@ import contextlib
 import dataclasses
 import os
 import time
+from queue import Empty
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -610,7 +611,27 @@ def experiment_of(kind):
     return EXPERIMENTS[kind.__name__]
 
 
-def _job_in_process(kind_name, configs, keys, options, device, position, queue):
+_PROGRESS = None  # a worker process's queue of progress reports to its parent
+
+
+def _start_worker(progress, parent: int) -> None:
+    """Every worker process first: keep the parent's progress queue, and stop when the
+    parent is gone (killed, say; the last checkpoint is kept and no orphan keeps the
+    CPU busy)."""
+    import threading
+
+    global _PROGRESS
+    _PROGRESS = progress
+
+    def watch():
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(3)
+
+    threading.Thread(target=watch, daemon=True).start()
+
+
+def _job_in_process(kind_name, configs, keys, options, device, position):
     """A group in a worker process: load its data and checkpoints, train, return."""
     from .experiments import EXPERIMENTS
 
@@ -636,7 +657,7 @@ def _job_in_process(kind_name, configs, keys, options, device, position, queue):
         data,
         options,
         device,
-        report=lambda steps: queue.put((position, steps)),
+        report=lambda steps: _PROGRESS.put((position, steps)),
     )
 
 
@@ -648,11 +669,13 @@ def _in_processes(kind, experiment, jobs, options, device, workers):
     context = multiprocessing.get_context(
         "spawn"
     )  # safe with threads, notebooks and CUDA
-    with (
-        context.Manager() as manager,
-        concurrent.futures.ProcessPoolExecutor(workers, mp_context=context) as pool,
-    ):
-        queue = manager.Queue()
+    queue = context.Queue()
+    with concurrent.futures.ProcessPoolExecutor(
+        workers,
+        mp_context=context,
+        initializer=_start_worker,
+        initargs=(queue, os.getpid()),
+    ) as pool:
         bars = []
         for k, (_, group_runs, shared) in enumerate(jobs):
             cfg = group_runs[0].config
@@ -680,7 +703,6 @@ def _in_processes(kind, experiment, jobs, options, device, workers):
                 options,
                 str(device),
                 k,
-                queue,
             ): indices
             for k, (indices, group_runs, _) in enumerate(jobs)
         }
@@ -688,8 +710,11 @@ def _in_processes(kind, experiment, jobs, options, device, workers):
             waiting = set(futures)
             while waiting:
                 done, waiting = concurrent.futures.wait(waiting, timeout=0.5)
-                while not queue.empty():
-                    k, steps = queue.get()
+                while True:
+                    try:
+                        k, steps = queue.get_nowait()
+                    except Empty:
+                        break
                     bars[k].update(steps)
                 for future in done:
                     yield futures[future], future.result()

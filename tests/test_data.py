@@ -285,7 +285,8 @@ MNIST_TEST_MD5 = {
 }
 
 
-REAL_MNIST = os.environ.get("LOPBOOK_DATA", "")  # read at import, before the autouse fixture clears it
+# read at import, before the autouse fixture clears it
+REAL_MNIST = os.environ.get("LOPBOOK_DATA", "")
 
 
 @pytest.mark.skipif(not REAL_MNIST, reason="LOPBOOK_DATA is not set (no real MNIST here)")
@@ -434,7 +435,8 @@ def test_binary_tasks_follow_the_class_order(tmp_path: Path) -> None:
     assert x_train.dtype == torch.float32 and y_train.dtype == torch.int64
     assert y_train.tolist() == [0] * 600 + [1] * 600 and y_test.tolist() == [0] * 100 + [1] * 100
     assert float(x_train.min()) >= 0.0 and float(x_train.max()) <= 1.0
-    # pixel value of image i of class c is (i + c) % 256: train = images 0..599, test = 600..699
+    # pixel value of image i of class c is (i + c) % 256: train = images 0..599, test =
+    # 600..699
     pixel = lambda x: torch.round(x[:, 0, 0, 0] * 255).long().numpy()  # noqa: E731
     np.testing.assert_array_equal(pixel(x_train[:600]), (np.arange(600) + a) % 256)
     np.testing.assert_array_equal(pixel(x_train[600:]), (np.arange(600) + b) % 256)
@@ -479,7 +481,8 @@ def test_prepare_imagenet32_converts_official_batches(tmp_path: Path) -> None:
     prepare_imagenet32(tmp_path / "src", tmp_path / "out", images_per_class=7)
     names = sorted(p.name for p in (tmp_path / "out").iterdir())
     assert names == ["0.npy", "1.npy", "2.npy", "lopbook.json"]
-    source = ImageNet32(tmp_path / "out")  # the split is declared: 7 = 6 + 1 (7 // 7 test)
+    # the split is declared: 7 = 6 + 1 (7 // 7 test)
+    source = ImageNet32(tmp_path / "out")
     assert (source.train_per_class, source.test_per_class) == (6, 1)
     assert source.name == "ImageNet 32x32 (3 classes, 6 + 1 per class)"
     for c in range(3):
@@ -522,9 +525,11 @@ def test_digit_classes_from_28x28() -> None:
     assert source.n_classes == 10 and "not ImageNet" in source.name and "NOT" in (source.warning or "")
     images = source.images(3)
     assert images.shape == (12, 3, 32, 32) and images.dtype == np.uint8
-    assert np.all(images[:, :, :2, :] == 0) and np.all(images[:, :, :, -2:] == 0)  # 2 px zero padding
+    # 2 px zero padding
+    assert np.all(images[:, :, :2, :] == 0) and np.all(images[:, :, :, -2:] == 0)
     expected = np.rint(ds.x[ds.y == 3].numpy().reshape(-1, 28, 28) * 255).astype(np.uint8)
-    np.testing.assert_array_equal(images[:, 0, 2:30, 2:30], expected)  # first images of the class, in order
+    # first images of the class, in order
+    np.testing.assert_array_equal(images[:, 0, 2:30, 2:30], expected)
     assert np.array_equal(images[:, 0], images[:, 2])  # grey replicated to RGB
     with pytest.raises(ValueError, match="fewer than 13 images"):
         DigitClasses(ds, train_per_class=9, test_per_class=4)
@@ -539,7 +544,8 @@ def test_digit_classes_from_sklearn_digits(digits: Dataset) -> None:
     images = source.images(8)
     assert images.shape == (174, 3, 32, 32)
     original = np.rint(digits.x[digits.y == 8].numpy().reshape(-1, 8, 8) * 255).astype(np.uint8)
-    np.testing.assert_array_equal(images[:, 1, ::4, ::4], original)  # 4x nearest-neighbour upsampling
+    # 4x nearest-neighbour upsampling
+    np.testing.assert_array_equal(images[:, 1, ::4, ::4], original)
     np.testing.assert_array_equal(images[:, 1, 3::4, 3::4], original)
     x_train, y_train, x_test, _ = BinaryTaskStream(source, seed=0).task(0)
     assert x_train.shape == (300, 3, 32, 32) and x_test.shape == (48, 3, 32, 32)
@@ -567,3 +573,24 @@ def test_class_images_auto_falls_back_to_digits() -> None:
     assert isinstance(source, DigitClasses) and source.train_per_class == 150
     messages = " ".join(str(w.message) for w in record)
     assert "NOT Continual ImageNet" in messages and "prepare-imagenet32" in messages
+
+
+def test_random_pairing_gives_fresh_pairs_reproducibly(tmp_path):
+    """pairing="random": every task a random pair of distinct classes, reproducible from
+    (seed, task), covering
+    many more pairs than the class order's n_classes // 2."""
+    from lopbook.data import BinaryTaskStream
+
+    class Source:
+        n_classes, name = 10, "ten classes"
+    stream = BinaryTaskStream(Source(), seed=3, pairing="random")
+    pairs = [stream.classes(t) for t in range(200)]
+    assert all(a != b and 0 <= a < 10 and 0 <= b < 10 for a, b in pairs)
+    # of 45 possible pairs; the order has 5
+    assert len({frozenset(p) for p in pairs}) > 30
+    assert pairs == [BinaryTaskStream(Source(), seed=3, pairing="random").classes(t) for t in range(200)]
+    assert pairs != [BinaryTaskStream(Source(), seed=4, pairing="random").classes(t) for t in range(200)]
+    ordered = BinaryTaskStream(Source(), seed=3)
+    assert len({ordered.classes(t) for t in range(200)}) == 5
+    with pytest.raises(ValueError, match="pairing"):
+        BinaryTaskStream(Source(), seed=3, pairing="shuffled")

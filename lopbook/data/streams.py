@@ -86,19 +86,27 @@ class PermutedMNISTStream:
 
 
 class BinaryTaskStream:
-    """Continual ImageNet: task t tells class ``order[2t]`` from ``order[2t+1]``.
+    """Continual ImageNet: every task tells two classes apart.
 
-    The class order repeats when tasks outnumber the pairs of classes.
+    ``pairing="order"`` (the paper's protocol, as in the authors' code): task t tells
+    class ``order[2t]`` from ``order[2t+1]`` of one random class order, which repeats
+    when tasks outnumber the pairs of classes. ``pairing="random"``: every task is a
+    fresh random pair of classes (in random roles), so that a source with few classes
+    still gives many different tasks (60 classes: 1,770 pairs instead of 30).
 
     Parameters
     ----------
     source : ClassImages
         Where the images of each class come from.
     seed : int
-        Non-negative seed; fixes the class order.
+        Non-negative seed; fixes the class order (or the random pairs).
+    pairing : {"order", "random"}
     """
 
-    def __init__(self, source: ClassImages, seed: int) -> None:
+    def __init__(self, source: ClassImages, seed: int, pairing: str = "order") -> None:
+        if pairing not in ("order", "random"):
+            raise ValueError(f"pairing must be 'order' or 'random', got {pairing!r}")
+        self.pairing = pairing
         if source.n_classes < 2:
             raise ValueError(
                 f"{source.name}: binary tasks need at least 2 classes, "
@@ -123,6 +131,12 @@ class BinaryTaskStream:
 
         With an odd number of classes the last class of the order is never used.
         """
+        if self.pairing == "random":
+            key = [self.seed, 2**21, check_index(task, "task")]
+            a, b = np.random.default_rng(np.random.SeedSequence(key)).choice(
+                self.source.n_classes, size=2, replace=False
+            )
+            return int(a), int(b)
         start = 2 * check_index(task, "task") % (2 * self.n_pairs)
         return int(self._order[start]), int(self._order[start + 1])
 

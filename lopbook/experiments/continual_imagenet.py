@@ -84,7 +84,8 @@ def task(group, t: int):
     source = group.data.content
     if "streams" not in group.cache:
         group.cache["streams"] = [
-            datasets.BinaryTaskStream(source, run.config.seed) for run in group.runs
+            datasets.BinaryTaskStream(source, run.config.seed, cfg.pairing)
+            for run in group.runs
         ]
         group.cache["keep"] = task_subsets(
             source, cfg.train_per_class, cfg.test_per_class
@@ -158,6 +159,7 @@ def linear_baseline(
     test_per_class: int = 0,
     seed: int = 0,
     max_iter: int = 2000,
+    pairing: str = "order",
 ) -> np.ndarray:
     """Test accuracy of a logistic regression on the raw pixels, fitted from scratch on
     each of the first ``tasks`` class pairs of the run with this ``seed`` (the same
@@ -166,9 +168,10 @@ def linear_baseline(
     from sklearn.linear_model import LogisticRegression
 
     keep_train, keep_test = task_subsets(source, train_per_class, test_per_class)
-    stream = datasets.BinaryTaskStream(source, seed)
+    stream = datasets.BinaryTaskStream(source, seed, pairing)
     accuracy = []
-    for t in range(min(tasks, stream.n_pairs)):
+    distinct = stream.n_pairs if pairing == "order" else tasks  # the order repeats
+    for t in range(min(tasks, distinct)):
         x_train, y_train, x_test, y_test = stream.task(t)
         model = LogisticRegression(max_iter=max_iter)
         model.fit(x_train[keep_train].flatten(1).numpy(), y_train[keep_train].numpy())

@@ -1,7 +1,7 @@
 """What the book's chapters share: setup, parameters, showing code, captions and tables.
 
 * :func:`setup` — device, threads and figure style, in the first code cell;
-* :func:`parameters` — the chapter's settings at its scale, from :mod:`lopbook.presets`,
+* :func:`parameters` — the chapter's settings at its scale (:mod:`lopbook.presets`),
   with every papermill parameter checked (unknown names and wrong types are errors);
 * :func:`show` — the source of a package function or class, rendered the same way in
   the HTML book, in Jupyter and in Colab (it is the code that trained the figures);

@@ -117,14 +117,15 @@ def continual_backprop(P) -> dict[str, list]:
     """Chapter 6: backprop against continual backprop, and a sweep of replacement
     rates (one run each; the main rate's run is the comparison's first)."""
     base = presets.permuted_mnist(P)
-    cbp = base.with_method(
-        "continual_backprop",
-        replacement_rate=P.replacement_rate,
-        label=f"Continual backprop (ρ = {P.replacement_rate:g})",
+    cbp = _continual_backprop(
+        base, P, f"Continual backprop (ρ = {P.replacement_rate:g})"
     )
     sweep = [
         cbp.with_method(
-            "continual_backprop", replacement_rate=rate, label=f"ρ = {rate:g}"
+            "continual_backprop",
+            replacement_rate=rate,
+            utility=P.utility,
+            label=f"ρ = {rate:g}",
         )
         for rate in P.sweep_rates
         if rate != P.replacement_rate
@@ -136,14 +137,20 @@ def continual_backprop(P) -> dict[str, list]:
     }
 
 
+def _continual_backprop(base, P, label: str):
+    """``base`` with continual backprop at ``P``'s replacement rate and utility."""
+    return base.with_method(
+        "continual_backprop",
+        replacement_rate=P.replacement_rate,
+        utility=P.utility,
+        label=label,
+    )
+
+
 def summary(P) -> dict[str, list]:
     """The summary: chapter 6's backprop and continual backprop."""
     base = presets.permuted_mnist(P)
-    cbp = base.with_method(
-        "continual_backprop",
-        replacement_rate=P.replacement_rate,
-        label="Continual backprop",
-    )
+    cbp = _continual_backprop(base, P, "Continual backprop")
     return {
         "backprop": runs(base, P.runs_per_setting),
         "continual backprop": runs(cbp, P.runs_per_setting),
@@ -151,7 +158,8 @@ def summary(P) -> dict[str, list]:
 
 
 def continual_imagenet(P) -> dict[str, list]:
-    """Chapter 2: backprop at each step size."""
+    """Chapter 2: backprop at each step size (Fig. 1b), then backprop against L2,
+    Shrink-and-Perturb and continual backprop over ``remedy_tasks`` tasks (Fig. 1c)."""
     base = presets.continual_imagenet(P)
     found = {}
     for s in P.step_sizes:
@@ -159,7 +167,147 @@ def continual_imagenet(P) -> dict[str, list]:
         found[label] = runs(
             dataclasses.replace(base, step_size=s, label=label), P.runs_per_step
         )
+    long = dataclasses.replace(base, tasks=P.remedy_tasks)
+    remedies = {
+        "backprop": dataclasses.replace(
+            long,
+            step_size=P.cbp_step_size,
+            label=f"Backprop (α = {P.cbp_step_size:g})",
+        ),
+        "l2": dataclasses.replace(long, step_size=P.l2_step_size).with_method(
+            "l2",
+            weight_decay=P.l2_weight_decay,
+            label=f"L2 (λ = {P.l2_weight_decay:g})",
+        ),
+        "shrink_and_perturb": dataclasses.replace(
+            long, step_size=P.sp_step_size
+        ).with_method(
+            "shrink_and_perturb",
+            weight_decay=P.sp_weight_decay,
+            noise_std=P.sp_noise_std,
+            label=f"Shrink and Perturb (λ = {P.sp_weight_decay:g}, "
+            f"σ = {P.sp_noise_std:g})",
+        ),
+        "continual_backprop": dataclasses.replace(
+            long, step_size=P.cbp_step_size
+        ).with_method(
+            "continual_backprop",
+            replacement_rate=P.replacement_rate,
+            utility=P.utility,
+            label=f"Continual backprop (ρ = {P.replacement_rate:g})",
+        ),
+    }
+    for name, cfg in remedies.items():
+        found[f"remedies: {name}"] = runs(cfg, P.remedy_runs)
     return found
+
+
+def slowly_changing_regression(P) -> dict[str, list]:
+    """Chapter 7: backprop with every activation function at every step size
+    (Extended Data Fig. 2b), and, for ``method_activations``, L2,
+    Shrink-and-Perturb and continual backprop beside it."""
+    found = {}
+    for act in P.activations:
+        for s in P.step_sizes:
+            cfg = presets.slowly_changing_regression(
+                P, act, label=f"{act}, step size {s:g}", step_size=s
+            )
+            found[f"backprop: {act}, {s:g}"] = runs(cfg, P.runs_per_setting)
+    for act in P.method_activations:
+        base = presets.slowly_changing_regression(P, act, label=f"{act}: backprop")
+        methods = {
+            "l2": base.with_method(
+                "l2", weight_decay=P.l2_weight_decay, label=f"{act}: L2"
+            ),
+            "shrink_and_perturb": base.with_method(
+                "shrink_and_perturb",
+                weight_decay=P.sp_weight_decay,
+                noise_std=P.sp_noise_std,
+                label=f"{act}: Shrink and Perturb",
+            ),
+            "continual_backprop": base.with_method(
+                "continual_backprop",
+                replacement_rate=P.replacement_rate,
+                maturity_threshold=P.maturity_threshold,
+                utility=P.utility,
+                label=f"{act}: continual backprop",
+            ),
+        }
+        found[f"methods: {act}, backprop"] = runs(base, P.runs_per_setting)
+        for name, cfg in methods.items():
+            found[f"methods: {act}, {name}"] = runs(cfg, P.runs_per_setting)
+    return found
+
+
+def newer_remedies(P) -> dict[str, list]:
+    """Chapter 8: backprop, continual backprop and the methods published since, on
+    the shared Permuted MNIST setting; with ``sweep``, each method's strength swept."""
+    base = presets.permuted_mnist(P)
+    found = {
+        "backprop": runs(base, P.runs_per_setting),
+        "continual_backprop": runs(
+            _continual_backprop(
+                base, P, f"Continual backprop (ρ = {P.replacement_rate:g})"
+            ),
+            P.runs_per_setting,
+        ),
+    }
+    for name, hyperparameters in newer_methods(P).items():
+        label = NEWER_LABELS[name](hyperparameters)
+        found[name] = runs(
+            base.with_method(name, label=label, **hyperparameters), P.method_runs
+        )
+    if P.sweep:
+        for name, strengths in newer_sweeps(P).items():
+            found[f"sweep: {name}"] = [
+                base.with_method(name, label=NEWER_LABELS[name](h), **h)
+                for h in strengths
+            ]
+    return found
+
+
+#: each newer method's label from its hyperparameters
+NEWER_LABELS = {
+    "l2_init": lambda h: f"L2 Init (λ = {h['weight_decay']:g})",
+    "redo": lambda h: f"ReDo (τ = {h['threshold']:g}, every {h['period']:,} steps)",
+    "weight_clipping": lambda h: f"Weight clipping (κ = {h['kappa']:g})",
+    "upgd": lambda h: f"UPGD (σ = {h['noise_std']:g}, λ = {h['weight_decay']:g})",
+    "normalize_and_project": lambda h: "Normalize-and-project",
+    "spectral_regularization": lambda h: f"Spectral reg. (λ = {h['strength']:g})",
+    "self_normalized_resets": lambda h: f"SNR (percentile {h['percentile']:g})",
+}
+
+
+def newer_methods(P) -> dict[str, dict]:
+    """Each newer method's hyperparameters at settings ``P``."""
+    return {
+        "l2_init": dict(weight_decay=P.l2_init_weight_decay),
+        "redo": dict(threshold=P.redo_threshold, period=P.redo_period),
+        "weight_clipping": dict(kappa=P.clip_kappa),
+        "upgd": dict(noise_std=P.upgd_noise_std, weight_decay=P.upgd_weight_decay),
+        "normalize_and_project": dict(),
+        "spectral_regularization": dict(strength=P.spectral_strength),
+        "self_normalized_resets": dict(percentile=P.snr_percentile),
+    }
+
+
+def newer_sweeps(P) -> dict[str, list[dict]]:
+    """The tuning sweep of each newer method with a strength: its main setting and
+    one weaker and one stronger (factors of 10, or the paper's grid)."""
+    main = newer_methods(P)
+    scaled = {
+        "l2_init": "weight_decay",
+        "upgd": "noise_std",
+        "spectral_regularization": "strength",
+    }
+    sweeps = {
+        name: [dict(main[name], **{key: main[name][key] * f}) for f in (0.1, 10.0)]
+        for name, key in scaled.items()
+    }
+    sweeps["redo"] = [dict(main["redo"], threshold=t) for t in (0.0, 0.025)]
+    sweeps["weight_clipping"] = [dict(kappa=k) for k in (1.0, 4.0)]
+    sweeps["self_normalized_resets"] = [dict(percentile=p) for p in (0.9, 0.999)]
+    return sweeps
 
 
 #: every chapter's runs, by the chapter's file name
@@ -170,7 +318,9 @@ PLANS = {
     "04_why_plasticity_is_lost": why_plasticity_is_lost,
     "05_mitigations": mitigations,
     "06_continual_backprop": continual_backprop,
-    "07_summary": summary,
+    "07_slowly_changing_regression": slowly_changing_regression,
+    "08_newer_remedies": newer_remedies,
+    "09_summary": summary,
 }
 
 

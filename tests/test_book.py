@@ -138,7 +138,7 @@ def test_chapters_that_train_the_same_runs_share_their_presets():
     """Chapters 1 and 3-7 mean the same headline runs: the same knob objects, so the same values at every scale."""
     shared = ("runs_per_setting", "tasks", "examples_per_task", "width", "step_size")
     for chapter in ("01_what_is_plasticity", "03_permuted_mnist", "04_why_plasticity_is_lost", "05_mitigations",
-                    "06_continual_backprop", "07_summary"):
+                    "06_continual_backprop", "08_newer_remedies", "09_summary"):
         for name in shared:
             assert presets.CHAPTERS[chapter][name] is presets.PM[name]
     assert presets.CHAPTERS["03_permuted_mnist"]["step_sizes"] is presets.CHAPTERS["04_why_plasticity_is_lost"][

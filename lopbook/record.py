@@ -1,0 +1,321 @@
+"""Results of record: the chapters' runs at a larger scale, computed once and shipped.
+
+    python -m lopbook.record 03_permuted_mnist --scale medium
+    python -m lopbook.record --all --scale medium --background
+    python -m lopbook.record --list
+
+trains every run of the chapters' plans (:mod:`lopbook.chapters`) at ``--scale``,
+resumably (a checkpoint every minute, also inside a task: the same command again
+continues where it stopped; ``--work-dir`` holds the runs and checkpoints), and
+then writes, into ``lopbook/records/<scale>/``:
+
+* ``runs/<key>.json``, one small file per run: per-task accuracy and the three
+  plasticity measures, config, seed, data identity, library versions, device and
+  wall time (no checkpoints, no images). A run that two chapters share (chapter 3's
+  headline runs are chapter 1's and chapter 4's too) is stored once;
+* ``<chapter>.json``, the chapter's index: which runs make each named setting of its
+  plan, when and how they were made (the exact command, the machine and its load).
+
+A chapter draws a record next to its live quick run (:func:`load`). The runs of a
+setting are looked up by their settings' key, so a record whose runs are not the
+current preset's (the code or the preset changed) is *stale*: :func:`load` says so,
+and how to regenerate it, instead of passing it off as current.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime
+import hashlib
+import json
+import os
+import platform
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from . import chapters, presets
+from .configs import KEY_VERSION, key_settings
+from .io import write_text
+from .results import RunResult, result_from_record, result_record
+from .runner import RunOptions, run
+
+__all__ = ["RECORDS", "record", "load", "Record", "record_key", "main"]
+
+#: where the records live (package data, so that an installed lopbook has them)
+RECORDS = Path(__file__).resolve().parent / "records"
+FORMAT = "lopbook-record/1"
+DIGITS = 5  # significant digits kept in a record
+
+
+def record_key(config) -> str:
+    """A run's name in the records: its experiment, method, seed and a digest of the
+    settings that make its numbers (:func:`~lopbook.configs.key_settings`)."""
+    described = {"v": KEY_VERSION, "settings": key_settings(config)}
+    digest = hashlib.sha1(json.dumps(described, sort_keys=True).encode()).hexdigest()
+    kind = type(config).__name__.lower()
+    return f"{kind}-{config.method}-seed{config.seed}-{digest[:12]}"
+
+
+def _round(value):
+    if isinstance(value, float):
+        return float(f"{value:.{DIGITS}g}")
+    if isinstance(value, list):
+        return [_round(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _round(v) for k, v in value.items()}
+    return value
+
+
+def _machine() -> dict:
+    info = {"platform": platform.platform(), "cpus": os.cpu_count()}
+    if hasattr(os, "getloadavg"):
+        info["load_average"] = [round(x, 2) for x in os.getloadavg()]
+    return info
+
+
+def _index_path(root: Path, chapter: str, scale: str) -> Path:
+    return root / scale / f"{chapter}.json"
+
+
+def _run_path(root: Path, scale: str, key: str) -> Path:
+    return root / scale / "runs" / f"{key}.json"
+
+
+def _command(names, scale: str) -> str:
+    return f"python -m lopbook.record {' '.join(names)} --scale {scale}"
+
+
+def record(
+    names: str | list[str],
+    scale: str = "medium",
+    work_dir: str | os.PathLike = "results/records",
+    workers: int | None = None,
+    progress: bool = True,
+    data_dir=None,
+    command: str | None = None,
+    root: str | os.PathLike = RECORDS,
+) -> list[Path]:
+    """Train the runs of the chapters ``names`` at ``scale`` (all chapters' runs of one
+    experiment in one call, so that they fill the workers) and write their records
+    under ``root``; returns the files written."""
+    names = [names] if isinstance(names, str) else list(names)
+    root = Path(root)
+    plans = {}
+    for name in names:
+        P = presets.resolve(name, scale, {}, override=False)
+        plans[name] = (P, chapters.plan(name, P))
+    unique: dict[str, object] = {}
+    for _, planned in plans.values():
+        for configs in planned.values():
+            for cfg in configs:
+                unique.setdefault(record_key(cfg), cfg)
+    by_kind: dict[str, list] = {}
+    for key, cfg in unique.items():
+        by_kind.setdefault(type(cfg).__name__, []).append((key, cfg))
+    results: dict[str, RunResult] = {}
+    for kind, pairs in by_kind.items():
+        options = RunOptions(
+            out_dir=Path(work_dir) / scale / kind.lower(),
+            data_dir=data_dir,
+            workers=workers,
+            progress=progress,
+        )
+        started = time.time()
+        found = run([cfg for _, cfg in pairs], options)
+        if progress:
+            print(f"{kind}: {len(pairs)} runs in {time.time() - started:.0f} s")
+        results.update({key: r for (key, _), r in zip(pairs, found)})
+    written = []
+    for key, result in results.items():
+        entry = _round(result_record(result))
+        entry["record_key"] = key
+        target = _run_path(root, scale, key)
+        write_text(target, json.dumps(entry, separators=(",", ":")) + "\n")
+        written.append(target)
+    created = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    for name, (_, planned) in plans.items():
+        settings = {}
+        for setting, configs in planned.items():
+            keys = [record_key(cfg) for cfg in configs]
+            settings[setting] = {
+                "runs": keys,
+                "labels": [cfg.label for cfg in configs],
+                "wall_time_s": round(
+                    sum(results[k].meta.get("wall_time_s", 0.0) for k in keys), 1
+                ),
+            }
+        index = {
+            "format": FORMAT,
+            "chapter": name,
+            "scale": scale,
+            "created": created,
+            "command": command or _command([name], scale),
+            "machine": _machine(),
+            "settings": settings,
+        }
+        target = _index_path(root, name, scale)
+        write_text(target, json.dumps(index, indent=1) + "\n")
+        written.append(target)
+    return written
+
+
+@dataclasses.dataclass
+class Record:
+    """The record of one setting of a chapter: its runs, where they came from, and
+    why it is stale if it is (its runs are not those of the current preset)."""
+
+    chapter: str
+    setting: str
+    scale: str
+    results: list[RunResult]
+    index: dict
+    stale: list[str]
+
+    @property
+    def fresh(self) -> bool:
+        return not self.stale
+
+    @property
+    def command(self) -> str:
+        return self.index.get("command") or _command([self.chapter], self.scale)
+
+    @property
+    def wall_time_s(self) -> float:
+        return self.index["settings"].get(self.setting, {}).get("wall_time_s", 0.0)
+
+    def note(self) -> str:
+        """A sentence for a caption: how the record was made; stale or not."""
+        if self.stale:
+            return (
+                f"The {self.scale}-scale record of '{self.setting}' is stale ("
+                + "; ".join(self.stale[:2])
+                + f"), so it is not drawn: regenerate it with `{self.command}`."
+            )
+        data = self.results[0].meta.get("dataset", "") if self.results else ""
+        hours = self.wall_time_s / 3600
+        return (
+            f"Record ({self.scale} scale, {len(self.results)} runs, {data}): made "
+            f"with `{self.command}` on {self.index['created'][:10]}, "
+            f"{hours:.2g} CPU-hours of training."
+        )
+
+
+def load(
+    chapter: str,
+    setting: str,
+    scale: str = "medium",
+    P=None,
+    root: str | os.PathLike = RECORDS,
+) -> Record | None:
+    """The record of ``setting`` of ``chapter`` at ``scale``, checked against the
+    chapter's current plan at that scale (settings ``P``, else the preset); None if
+    the chapter has no record at that scale. A stale record carries no results."""
+    root = Path(root)
+    index_file = _index_path(root, chapter, scale)
+    if not index_file.exists():
+        return None
+    try:
+        index = json.loads(index_file.read_text())
+    except json.JSONDecodeError as err:
+        raise ValueError(
+            f"{index_file} is not valid JSON ({err}); regenerate it with "
+            f"`{_command([chapter], scale)}`"
+        ) from None
+    if index.get("format") != FORMAT:
+        raise ValueError(
+            f"{index_file} is not a lopbook record (format {index.get('format')!r}); "
+            f"regenerate it with `{_command([chapter], scale)}`"
+        )
+    P = P or presets.resolve(chapter, scale, {}, override=False)
+    expected = chapters.plan(chapter, P).get(setting)
+    recorded = index["settings"].get(setting)
+    stale = []
+    if expected is None:
+        raise ValueError(
+            f"{chapter} has no setting {setting!r}; its settings: "
+            f"{', '.join(chapters.plan(chapter, P))}"
+        )
+    if recorded is None:
+        stale.append(f"the record has no setting {setting!r}")
+    else:
+        keys = [record_key(cfg) for cfg in expected]
+        if keys != recorded["runs"]:
+            differ = sum(a != b for a, b in zip(keys, recorded["runs"]))
+            differ += abs(len(keys) - len(recorded["runs"]))
+            stale.append(
+                f"{differ} of its {len(keys)} runs have other settings than the "
+                "current preset's"
+            )
+    results = []
+    if not stale:
+        for key, cfg in zip(recorded["runs"], expected):
+            target = _run_path(root, scale, key)
+            if not target.exists():
+                stale.append(f"{target.name} is missing")
+                results = []
+                break
+            result = result_from_record(json.loads(target.read_text()), str(target))
+            result.config = dataclasses.replace(result.config, label=cfg.label)
+            results.append(result)
+    return Record(chapter, setting, scale, results, index, stale)
+
+
+def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = argparse.ArgumentParser(
+        prog="python -m lopbook.record", description=__doc__.split("\n\n")[0]
+    )
+    parser.add_argument(
+        "chapters", nargs="*", help="chapters' file names, e.g. 03_permuted_mnist"
+    )
+    parser.add_argument("--all", action="store_true", help="every chapter with runs")
+    parser.add_argument("--scale", default="medium", choices=presets.SCALES)
+    parser.add_argument(
+        "--work-dir",
+        default="results/records",
+        help="the runs and their checkpoints (default results/records)",
+    )
+    parser.add_argument("--workers", type=int, default=None)
+    parser.add_argument("--data-dir", default=None, help="the data's directory")
+    parser.add_argument(
+        "--background",
+        action="store_true",
+        help="run detached; output in <work-dir>/<scale>.log",
+    )
+    parser.add_argument("--list", action="store_true", help="list the chapters")
+    args = parser.parse_args(argv)
+    if args.list or not (args.chapters or args.all):
+        print("\n".join(chapters.PLANS))
+        return 0
+    names = list(chapters.PLANS) if args.all else args.chapters
+    unknown = [n for n in names if n not in chapters.PLANS]
+    if unknown:
+        parser.error(f"unknown chapter {', '.join(unknown)}; see --list")
+    rest = [a for a in argv if a != "--background"]
+    command = "python -m lopbook.record " + " ".join(shlex.quote(a) for a in rest)
+    if args.background:
+        log = Path(args.work_dir) / f"{args.scale}.log"
+        log.parent.mkdir(parents=True, exist_ok=True)
+        with open(log, "ab") as handle:
+            child = subprocess.Popen(
+                [sys.executable, "-m", "lopbook.record", *rest],
+                stdout=handle,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        print(f"recording in the background (pid {child.pid}); output in {log}")
+        return 0
+    written = record(
+        names, args.scale, args.work_dir, args.workers, data_dir=args.data_dir,
+        command=command,
+    )
+    print(f"wrote {len(written)} files under {RECORDS / args.scale}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,102 @@
+"""Results of record: written per run and per chapter, loaded back, found stale when the
+preset changes, and every shipped record matches its chapter's current preset."""
+
+import json
+
+import numpy as np
+import pytest
+
+from lopbook import chapters, presets, record
+from lopbook.configs import key_settings
+
+
+@pytest.fixture
+def offline(monkeypatch):
+    monkeypatch.delenv("LOPBOOK_DATA", raising=False)
+    monkeypatch.delenv("LOPBOOK_SCALE", raising=False)
+    from lopbook.data import locations
+
+    monkeypatch.setattr(locations, "reachable", lambda urls, timeout=0.0: False)
+
+
+def test_record_writes_each_run_once_and_loads_it_back(tmp_path, offline):
+    root = tmp_path / "records"
+    names = ["04_why_plasticity_is_lost", "09_summary"]  # they share backprop's runs
+    written = record.record(
+        names, "smoke", work_dir=tmp_path / "work", workers=1, progress=False,
+        root=root,
+    )
+    runs = sorted((root / "smoke" / "runs").glob("*.json"))
+    planned = {
+        record.record_key(c)
+        for n in names
+        for c in chapters.configs_of(n, presets.resolve(n, "smoke", override=False))
+    }
+    assert {p.stem for p in runs} == planned  # a shared run is stored once
+    assert {p.name for p in written} >= {f"{n}.json" for n in names}
+    P = presets.resolve("09_summary", "smoke", override=False)
+    for setting, configs in chapters.plan("09_summary", P).items():
+        rec = record.load("09_summary", setting, "smoke", root=root)
+        assert rec.fresh and len(rec.results) == len(configs)
+        for result, cfg in zip(rec.results, configs):
+            assert key_settings(result.config) == key_settings(cfg)
+            assert result.config.label == cfg.label
+            assert len(result.accuracy) == cfg.tasks
+            assert np.all((result.accuracy >= 0) & (result.accuracy <= 1))
+            assert result.meta["dataset_id"] and "torch" in json.dumps(result.meta)
+        assert "smoke scale" in rec.note() and "python -m lopbook.record" in rec.note()
+    index = json.loads((root / "smoke" / "09_summary.json").read_text())
+    assert index["command"].startswith("python -m lopbook.record")
+    assert "load_average" in index["machine"]
+
+
+def test_a_record_of_other_settings_is_stale_and_not_drawn(tmp_path, offline):
+    root = tmp_path / "records"
+    record.record("09_summary", "smoke", work_dir=tmp_path / "work", workers=1,
+                  progress=False, root=root)
+    P = presets.resolve("09_summary", "smoke", override=False)
+    changed = presets.resolve("09_summary", "smoke", override=False)
+    changed.tasks = P.tasks + 1  # the preset changed since the record was made
+    rec = record.load("09_summary", "backprop", "smoke", P=changed, root=root)
+    assert not rec.fresh and rec.results == []
+    assert "stale" in rec.note() and "python -m lopbook.record 09_summary" in rec.note()
+    assert record.load("01_what_is_plasticity", "fresh", "smoke", root=root) is None
+    with pytest.raises(ValueError, match="has no setting"):
+        record.load("09_summary", "nonsense", "smoke", root=root)
+    # a run file gone missing: stale, with what to do
+    P = presets.resolve("09_summary", "smoke", override=False)
+    next((root / "smoke" / "runs").glob("*-backprop-*")).unlink()
+    rec = record.load("09_summary", "backprop", "smoke", P=P, root=root)
+    assert not rec.fresh and "missing" in rec.note()
+    (root / "smoke" / "09_summary.json").write_text("{")
+    with pytest.raises(ValueError, match="not valid JSON.*regenerate"):
+        record.load("09_summary", "backprop", "smoke", root=root)
+
+
+def test_the_command_line_lists_and_rejects_unknown_chapters(capsys):
+    assert record.main(["--list"]) == 0
+    assert "07_slowly_changing_regression" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        record.main(["no_such_chapter"])
+    assert "unknown chapter" in capsys.readouterr().err
+
+
+def shipped():
+    for index in sorted(record.RECORDS.glob("*/*.json")):
+        doc = json.loads(index.read_text())
+        for setting in doc["settings"]:
+            yield doc["chapter"], doc["scale"], setting
+
+
+@pytest.mark.parametrize("chapter, scale, setting", list(shipped()) or [(None, None, None)])
+def test_every_shipped_record_matches_its_current_preset(chapter, scale, setting):
+    if chapter is None:
+        pytest.skip("no records shipped yet")
+    rec = record.load(chapter, setting, scale)
+    assert rec.fresh, rec.note()
+    assert all(r.complete for r in rec.results)
+
+
+def test_shipped_records_are_small():
+    total = sum(p.stat().st_size for p in record.RECORDS.rglob("*.json"))
+    assert total < 6_000_000, f"the records take {total / 1e6:.1f} MB"

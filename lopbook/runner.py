@@ -551,23 +551,32 @@ def run(configs, options: RunOptions | None = None, **overrides) -> list[RunResu
     return [results[i] for i in range(len(configs))]
 
 
+#: a lockstep step's cost that does not grow with its runs, in runs' worth (measured on
+#: the CPU: the per-run part dominates from a few runs on)
+STEP_OVERHEAD_RUNS = 2
+
+
 def split_jobs(jobs: list, workers: int, experiment) -> list:
-    """Jobs split in halves (the costliest first) until there is one per worker, so that
-    no core idles. A run's numbers do not depend on which runs share its lockstep group
-    (tested), so this changes only the time taken."""
+    """The jobs, costliest first, after splitting in halves every job that costs more
+    than a worker's fair share, so that no core idles while one finishes a big group.
+    A run's numbers do not depend on which runs share its lockstep group (tested), so
+    this changes only the time taken."""
     jobs = list(jobs)
 
     def cost(job):
         runs_ = job[1]
         cfg = runs_[0].config
         steps = (cfg.tasks - runs_[0].task) * experiment.steps_per_task(cfg, job[2])
-        return len(runs_) * steps
+        return (STEP_OVERHEAD_RUNS + len(runs_)) * steps
 
-    while len(jobs) < workers:
+    while workers > 1 and len(jobs) < 8 * workers:
         splittable = [job for job in jobs if len(job[0]) > 1]
         if not splittable:
             break
         job = max(splittable, key=cost)
+        fair = sum(cost(j) for j in jobs) / workers
+        if len(jobs) >= workers and cost(job) <= fair:
+            break
         jobs.remove(job)
         half = len(job[0]) // 2
         indices, group_runs, shared = job
@@ -575,7 +584,7 @@ def split_jobs(jobs: list, workers: int, experiment) -> list:
             (indices[:half], group_runs[:half], shared),
             (indices[half:], group_runs[half:], shared),
         ]
-    return jobs
+    return sorted(jobs, key=cost, reverse=True)
 
 
 def lockstep_groups(configs) -> list[list[int]]:

@@ -584,3 +584,15 @@ def test_a_group_split_over_the_workers_gives_the_same_numbers():
     split = mnist_run(configs, workers=2)
     for a, b in zip(together, split):
         assert_identical(a, b)
+
+
+def test_a_group_bigger_than_a_workers_share_is_split_and_the_costliest_go_first():
+    """Two workers, a group of eight runs and one of a single run: the big group is split
+    (it alone is more than half the work), and the jobs are handed out costliest first;
+    with one worker nothing is split."""
+    big = [runner.Run(c, f"b{i}", None, {}) for i, c in enumerate(runs(mnist(tasks=4), 8))]
+    small = [runner.Run(mnist(tasks=4, width=9), "s", None, {})]
+    jobs = [(list(range(8)), big, None), ([8], small, None)]
+    split = runner.split_jobs(jobs, 2, experiments.EXPERIMENTS["PermutedMNIST"])
+    assert [j[0] for j in split] == [[0, 1, 2, 3], [4, 5, 6, 7], [8]]
+    assert runner.split_jobs(jobs, 1, experiments.EXPERIMENTS["PermutedMNIST"]) == jobs

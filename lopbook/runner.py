@@ -556,34 +556,61 @@ def run(configs, options: RunOptions | None = None, **overrides) -> list[RunResu
 STEP_OVERHEAD_RUNS = 2
 
 
+def job_cost(job, experiment) -> float:
+    """A job's estimated cost: its steps left times what a step of its runs costs
+    (each run weighted by its method's ``step_cost`` and the network's size, when the
+    experiment estimates it), plus a per-step overhead."""
+    from .methods import get as method_class
+
+    indices, runs_, shared = job
+    cfg = runs_[0].config
+    steps = (cfg.tasks - runs_[0].task) * experiment.steps_per_task(cfg, shared)
+    size = getattr(experiment, "relative_step_cost", lambda c: 1.0)(cfg)
+    per_step = STEP_OVERHEAD_RUNS + sum(
+        method_class(r.config.method).step_cost for r in runs_
+    )
+    return steps * size * per_step
+
+
+def makespan(costs, workers: int) -> float:
+    """When the last worker is done if each job goes to the least busy worker,
+    costliest first."""
+    loads = [0.0] * workers
+    for c in sorted(costs, reverse=True):
+        loads[loads.index(min(loads))] += c
+    return max(loads)
+
+
 def split_jobs(jobs: list, workers: int, experiment) -> list:
-    """The jobs, costliest first, after splitting in halves every job that costs more
-    than a worker's fair share, so that no core idles while one finishes a big group.
-    A run's numbers do not depend on which runs share its lockstep group (tested), so
-    this changes only the time taken."""
+    """The jobs, costliest first, after splitting the costliest in halves for as long
+    as that lets the workers finish sooner (:func:`makespan` of :func:`job_cost`), so
+    that no core idles while another finishes a big group. A run's numbers do not
+    depend on which runs share its lockstep group (tested), so this changes only the
+    time taken."""
     jobs = list(jobs)
+    if workers <= 1:
+        return jobs
 
     def cost(job):
-        runs_ = job[1]
-        cfg = runs_[0].config
-        steps = (cfg.tasks - runs_[0].task) * experiment.steps_per_task(cfg, job[2])
-        return (STEP_OVERHEAD_RUNS + len(runs_)) * steps
+        return job_cost(job, experiment)
 
-    while workers > 1 and len(jobs) < 8 * workers:
+    while len(jobs) < 8 * workers:
         splittable = [job for job in jobs if len(job[0]) > 1]
         if not splittable:
             break
         job = max(splittable, key=cost)
-        fair = sum(cost(j) for j in jobs) / workers
-        if len(jobs) >= workers and cost(job) <= fair:
-            break
-        jobs.remove(job)
-        half = len(job[0]) // 2
         indices, group_runs, shared = job
-        jobs += [
+        half = len(indices) // 2
+        halves = [
             (indices[:half], group_runs[:half], shared),
             (indices[half:], group_runs[half:], shared),
         ]
+        rest = [j for j in jobs if j is not job]
+        before = makespan([cost(j) for j in jobs], workers)
+        after = makespan([cost(j) for j in rest + halves], workers)
+        if after >= before:
+            break
+        jobs = rest + halves
     return sorted(jobs, key=cost, reverse=True)
 
 

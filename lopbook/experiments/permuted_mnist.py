@@ -58,6 +58,14 @@ def steps_per_task(cfg: PermutedMNIST, data: Data) -> int:
     return cfg.examples_per_task
 
 
+def relative_step_cost(cfg: PermutedMNIST) -> float:
+    """A step's cost relative to the book's width-100 network: its weights' count."""
+    def weights(width):
+        return 784 * width + (cfg.depth - 1) * width * width + 10 * width
+
+    return weights(cfg.width) / weights(100)
+
+
 def describe(runs, data: Data) -> str:
     return f"Permuted MNIST: {describe_runs(runs)}"
 

@@ -213,6 +213,9 @@ class Method:
     Settings: ClassVar[type[Hyperparameters]] = Hyperparameters
     #: whether :meth:`gradient` needs the gradient of the loss itself (no fused update)
     needs_gradients: ClassVar[bool] = False
+    #: about what the method costs per step, in plain backprop steps (only for
+    #: sharing work among the CPU's cores; see :func:`lopbook.runner.split_jobs`)
+    step_cost: ClassVar[float] = 1.0
 
     def __init__(self, nets: Networks, settings: Sequence[Hyperparameters]):
         self.nets = nets

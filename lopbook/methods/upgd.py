@@ -82,6 +82,9 @@ class UPGDSettings(Hyperparameters):
 class UPGD(Method):
     """First-order, global UPGD: gradient and noise gated by each weight's utility."""
 
+    #: its cost per step, roughly, in backprop steps (CPU, width 100)
+    step_cost = 3.0
+
     name = "upgd"
     label = "UPGD"
     Settings = UPGDSettings

@@ -92,7 +92,7 @@ PM_FIXED = {
     "init": dict.fromkeys(SCALES, "kaiming_linear_output"),
 }
 PM_SWEEPS = {
-    "sweep_runs": Knob(int, "seeds of every other setting of the sweeps", 1, 1, 3, 10),
+    "sweep_runs": Knob(int, "seeds of every other setting of the sweeps", 1, 1, 2, 10),
     "step_sizes": Knob(list[float], "step sizes compared", [0.1, 0.03],
                        [0.03, 0.01, 0.003], [0.03, 0.01, 0.003], [0.01, 0.003, 0.001]),
 }
@@ -119,7 +119,7 @@ UTILITY = {"smoke": "contribution", "quick": "contribution", "medium": "adaptabl
            "full": "adaptable"}
 
 MITIGATIONS = {
-    "method_runs": Knob(int, "seeds of each method", 1, 1, 3, 30),
+    "method_runs": Knob(int, "seeds of each method", 1, 1, 2, 30),
     "l2_weight_decay": Knob(float, "L2: the penalty coefficient lambda",
                             3e-3, 3e-3, 1e-3, 1e-4),
     "sp_weight_decay": Knob(float, "Shrink-and-Perturb: the shrink (an L2 penalty)",
@@ -133,7 +133,7 @@ MITIGATIONS = {
                   False),
 }
 NEWER = {
-    "method_runs": Knob(int, "seeds of each method", 1, 1, 3, 30),
+    "method_runs": Knob(int, "seeds of each method", 1, 1, 2, 30),
     "l2_init_weight_decay": Knob(float, "L2 Init: lambda", 1e-3, 1e-3, 1e-3, 1e-2),
     "redo_threshold": same(float, "ReDo: the dormancy threshold tau", 0.1),
     "redo_period": Knob(int, "ReDo: steps between recyclings", 100, 1000, 5000, 60_000),

@@ -78,7 +78,7 @@ class ContinualBackprop(Method):
     """Backprop plus a generate-and-test step that reinitialises low-utility units."""
 
     #: its cost per step, roughly, in backprop steps (CPU, width 100)
-    step_cost = 2.5
+    step_cost = 5.0
 
     name = "continual_backprop"
     label = "Continual backprop"

@@ -107,7 +107,7 @@ class SelfNormalizedResets(Method):
     """Reset units silent for longer than a percentile of their own waits."""
 
     #: its cost per step, roughly, in backprop steps (CPU, width 100)
-    step_cost = 1.5
+    step_cost = 2.0
 
     name = "self_normalized_resets"
     label = "Self-Normalized Resets"

@@ -33,7 +33,7 @@ class ShrinkAndPerturb(Method):
     """Shrink (L2) every parameter through the gradient, then perturb it with noise."""
 
     #: its cost per step, roughly, in backprop steps (CPU, width 100)
-    step_cost = 3.0
+    step_cost = 12.0
 
     name = "shrink_and_perturb"
     label = "Shrink and Perturb"

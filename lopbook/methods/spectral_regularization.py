@@ -79,7 +79,7 @@ class SpectralRegularization(Method):
     biases' lengths)."""
 
     #: its cost per step, roughly, in backprop steps (CPU, width 100)
-    step_cost = 2.0
+    step_cost = 3.0
 
     name = "spectral_regularization"
     label = "Spectral regularization"

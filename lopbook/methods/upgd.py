@@ -83,7 +83,7 @@ class UPGD(Method):
     """First-order, global UPGD: gradient and noise gated by each weight's utility."""
 
     #: its cost per step, roughly, in backprop steps (CPU, width 100)
-    step_cost = 3.0
+    step_cost = 12.0
 
     name = "upgd"
     label = "UPGD"

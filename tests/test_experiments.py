@@ -579,7 +579,7 @@ def test_a_group_split_over_the_workers_gives_the_same_numbers():
     configs = runs(mnist(tasks=2, **CBP), 2) + runs(mnist(tasks=2, seed=5), 2)
     jobs = [(list(range(4)), [runner.Run(c, str(i), None, {}) for i, c in enumerate(configs)], None)]
     halves = runner.split_jobs(jobs, 2, experiments.EXPERIMENTS["PermutedMNIST"])
-    assert [j[0] for j in halves] == [[0, 1], [2, 3]]
+    assert len(halves) >= 2 and sorted(i for j in halves for i in j[0]) == [0, 1, 2, 3]
     together = mnist_run(configs, workers=1)
     split = mnist_run(configs, workers=2)
     for a, b in zip(together, split):

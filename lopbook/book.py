@@ -229,6 +229,43 @@ def caption(P, results: list[RunResult], setting: str, paper: str = ""):
     return Markdown(text + "*")
 
 
+def record(chapter: str, setting: str, scale: str = "medium"):
+    """The results of record of ``setting`` of ``chapter`` (:mod:`lopbook.record`),
+    current with the preset, as a list of runs; or None, after saying on the page why
+    there is none to draw (not made yet, or stale) and the command that makes it."""
+    from IPython.display import Markdown, display
+
+    from . import record as records
+
+    found = records.load(chapter, setting, scale)
+    if found is None:
+        display(Markdown(
+            f"*No {scale}-scale record of this chapter is shipped yet; make it with "
+            f"`python -m lopbook.record {chapter} --scale {scale}`.*"
+        ))
+        return None
+    if not found.fresh:
+        display(Markdown(f"*{found.note()}*"))
+        return None
+    return found.results
+
+
+def record_caption(chapter: str, setting: str, results: list[RunResult],
+                   scale: str = "medium", paper: str = ""):
+    """A caption for a figure drawn from a record: its scale, settings, runs, data,
+    and how it was made."""
+    from IPython.display import Markdown
+
+    from . import record as records
+
+    found = records.load(chapter, setting, scale)
+    text = (f"*Record, {scale} scale: {runs_note(results)} (mean ± standard error); "
+            f"{data_note(results)}. {found.note() if found else ''}")
+    if paper:
+        text += f" The paper: {paper}."
+    return Markdown(text + "*")
+
+
 def claim(holds: bool, text: str, otherwise: str) -> str:
     """``text`` when the run on the page shows it (``holds``), else ``otherwise``: what
     the run shows instead, flagged so that a reader cannot miss it."""

@@ -97,13 +97,13 @@ def record(
     progress: bool = True,
     data_dir=None,
     command: str | None = None,
-    root: str | os.PathLike = RECORDS,
+    root: str | os.PathLike | None = None,
 ) -> list[Path]:
     """Train the runs of the chapters ``names`` at ``scale`` (all chapters' runs of one
     experiment in one call, so that they fill the workers) and write their records
     under ``root``; returns the files written."""
     names = [names] if isinstance(names, str) else list(names)
-    root = Path(root)
+    root = Path(RECORDS if root is None else root)
     plans = {}
     for name in names:
         P = presets.resolve(name, scale, {}, override=False)
@@ -209,12 +209,12 @@ def load(
     setting: str,
     scale: str = "medium",
     P=None,
-    root: str | os.PathLike = RECORDS,
+    root: str | os.PathLike | None = None,
 ) -> Record | None:
     """The record of ``setting`` of ``chapter`` at ``scale``, checked against the
     chapter's current plan at that scale (settings ``P``, else the preset); None if
     the chapter has no record at that scale. A stale record carries no results."""
-    root = Path(root)
+    root = Path(RECORDS if root is None else root)
     index_file = _index_path(root, chapter, scale)
     if not index_file.exists():
         return None

@@ -100,3 +100,13 @@ def test_every_shipped_record_matches_its_current_preset(chapter, scale, setting
 def test_shipped_records_are_small():
     total = sum(p.stat().st_size for p in record.RECORDS.rglob("*.json"))
     assert total < 6_000_000, f"the records take {total / 1e6:.1f} MB"
+
+
+def test_a_chapter_without_a_record_says_how_to_make_it(tmp_path, monkeypatch, capsys):
+    from lopbook import book
+
+    monkeypatch.setattr(record, "RECORDS", tmp_path / "none")
+    shown = []
+    monkeypatch.setattr("IPython.display.display", lambda obj: shown.append(obj.data))
+    assert book.record("09_summary", "backprop") is None
+    assert "python -m lopbook.record 09_summary --scale medium" in shown[0]

@@ -11,9 +11,14 @@
 from __future__ import annotations
 
 import ast
+import base64
+import functools
 import html
 import inspect
+import json
+import re
 import textwrap
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +32,7 @@ __all__ = [
     "claim",
     "prose",
     "setup",
+    "with_fallback",
     "parameters",
     "show",
     "Source",
@@ -74,8 +80,73 @@ def setup(threads: int | None = 1) -> torch.device:
             "grid.alpha": 0.3,
         }
     )
+    _clean_warnings()
+    _line_when_done()
     print("device:", device)
     return device
+
+
+# ----------------------------------------------------------- warnings and progress bars
+#: a notebook cell's code as Python's warnings name it (ipykernel's temporary files)
+_CELL_FILE = re.compile(r"ipykernel_\d+[/\\]\d+\.py$")
+
+
+def format_warning(message, category, filename, lineno, line=None) -> str:
+    """A warning as one line, ``Category: message``, without the file and line that
+    Python names (a notebook cell's temporary file, or where lopbook warned): for
+    :class:`~lopbook.data.DataWarning` and for every warning raised in a notebook cell.
+    Other warnings keep Python's format."""
+    from .data import DataWarning
+
+    if issubclass(category, DataWarning) or _CELL_FILE.search(str(filename)):
+        return f"{category.__name__}: {message}\n"
+    return _python_format_warning(message, category, filename, lineno, line)
+
+
+_python_format_warning = warnings.formatwarning
+
+
+def _clean_warnings() -> None:
+    warnings.formatwarning = format_warning
+
+
+def _line_when_done() -> None:
+    """In Jupyter, make the runner's progress bars widgets that turn into their last
+    line of text when they close (a terminal keeps tqdm's text bars)."""
+    from tqdm import auto, notebook
+
+    from . import runner
+
+    if issubclass(auto.tqdm, notebook.tqdm):
+        runner.progress_bar = _line_bar()
+
+
+@functools.lru_cache(maxsize=None)
+def _line_bar():
+    """tqdm's notebook bar, shown with a display id and replaced, when it closes, by
+    its final line as plain text: the live notebook shows the moving bar, the saved
+    notebook and the HTML book one clean line (a widget would need its JavaScript)."""
+    from IPython.display import display
+    from tqdm.notebook import tqdm as notebook_tqdm
+
+    class LineWhenDone(notebook_tqdm):
+        def __init__(self, *args, **kwargs):
+            kwargs["display"] = False
+            super().__init__(*args, **kwargs)
+            self.handle = None
+            if not self.disable:
+                self.handle = display(self.container, display_id=True)
+                self.displayed = True
+
+        def close(self):
+            if self.disable or self.handle is None:
+                return super().close()
+            super().close()
+            meter = dict(self.format_dict, ncols=None, bar_format=None, rate=None)
+            self.handle.update({"text/plain": self.format_meter(**meter)}, raw=True)
+            self.container.close()  # nothing shows the widget any more
+
+    return LineWhenDone
 
 
 # ------------------------------------------------------------------------- parameters
@@ -176,6 +247,48 @@ def show(*objects) -> Source:
         if name not in files:
             files.append(name)
     return Source("\n\n\n".join(parts), "from " + ", ".join(files))
+
+
+# ------------------------------------------------------------------------- widgets
+class WithFallback:
+    """A widget that shows a static picture where it cannot run (see
+    :func:`with_fallback`)."""
+
+    def __init__(self, widget, png: bytes, alt: str = "", note: str = ""):
+        self.widget, self.png, self.alt, self.note = widget, png, alt, note
+
+    def _repr_mimebundle_(self, include=None, exclude=None):
+        data = dict(self.widget._repr_mimebundle_(include=include, exclude=exclude))
+        view = data.get("application/vnd.jupyter.widget-view+json")
+        if view is None:
+            return data
+        picture = base64.b64encode(self.png).decode("ascii")
+        note = (
+            f"<p class='lopbook-widget-note'>{html.escape(self.note)}</p>"
+            if self.note
+            else ""
+        )
+        # the widget's view tag, for the HTML book's widget manager (it draws the widget
+        # in a div.widget-subarea in front of the tag), then the picture, which the
+        # book's CSS hides once the widget is drawn
+        data["text/html"] = (
+            "<div class='lopbook-widget'>"
+            f"<script type='application/vnd.jupyter.widget-view+json'>"
+            f"{json.dumps(view)}</script>"
+            f"<div class='lopbook-widget-fallback'><img src='data:image/png;base64,"
+            f"{picture}' alt='{html.escape(self.alt, quote=True)}'>{note}</div></div>"
+        )
+        return data
+
+
+def with_fallback(widget, png: bytes, alt: str = "", note: str = "") -> WithFallback:
+    """``widget``, shown as the widget wherever widgets run (Jupyter, Colab, the online
+    book) and as the static picture ``png`` (PNG bytes) with ``note`` where they cannot:
+    a book read offline, whose widget scripts come from a CDN, or a notebook viewer.
+    Jupyter shows the richest form it can (the widget); the HTML book renders the
+    ``text/html`` form (``nb_mime_priority_overrides`` in ``_config.yml``), which holds
+    both."""
+    return WithFallback(widget, png, alt, note)
 
 
 # ------------------------------------------------------------------------- captions and

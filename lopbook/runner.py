@@ -39,6 +39,11 @@ from .runtime import environment, get_device
 
 __all__ = ["RunOptions", "run", "Data", "run_directory", "lockstep_groups"]
 
+#: the class of the runner's progress bars: tqdm.auto's (a widget in Jupyter, text in a
+#: terminal); :func:`lopbook.book.setup` swaps in a widget that leaves one line of text
+#: when it closes, which is what an executed notebook (and the HTML book) then shows
+progress_bar = tqdm
+
 
 @dataclass
 class RunOptions:
@@ -452,7 +457,7 @@ def _train_here(experiment, group_runs, data, options, device, position=0, repor
             done = _steps_done(experiment, group)
             bar = None
             if options.progress and report is None:
-                bar = tqdm(
+                bar = progress_bar(
                     total=total,
                     initial=done,
                     unit="step",
@@ -720,7 +725,7 @@ def _in_processes(kind, experiment, jobs, options, device, workers):
             if group_runs[0].position is not None:
                 done += group_runs[0].position["shared"].get("steps", 0)
             bars.append(
-                tqdm(
+                progress_bar(
                     total=steps * cfg.tasks,
                     initial=done,
                     unit="step",

@@ -165,3 +165,25 @@ def test_data_note_names_the_data_of_every_run():
     note = book.data_note([a, b])
     assert "MNIST train split (1 runs: Backprop)" in note and "8x8 digits (1 runs: X)" in note
     assert note.endswith("**NOT MNIST**")
+
+
+def test_with_fallback_holds_the_widget_view_and_the_static_picture():
+    widgets = pytest.importorskip("ipywidgets")
+    png = b"\x89PNG fake bytes"
+    bundle = book.with_fallback(widgets.IntSlider(), png, alt="a <picture>", note="offline")._repr_mimebundle_()
+    view = bundle["application/vnd.jupyter.widget-view+json"]
+    page = bundle["text/html"]
+    assert json.dumps(view) in page                                   # the widget manager finds its view
+    assert "data:image/png;base64," + __import__("base64").b64encode(png).decode() in page
+    assert "alt='a &lt;picture&gt;'" in page and "offline" in page
+
+
+def test_data_warnings_and_a_cells_warnings_print_as_one_line():
+    from lopbook.data import DataWarning
+
+    line = book.format_warning("MNIST is missing", DataWarning, "/x/lopbook/data/mnist.py", 12)
+    assert line == "DataWarning: MNIST is missing\n"
+    cell = book.format_warning("careful", UserWarning, "/tmp/ipykernel_123/456.py", 3)
+    assert cell == "UserWarning: careful\n"
+    other = book.format_warning("elsewhere", UserWarning, "/x/site-packages/y.py", 7)
+    assert "/x/site-packages/y.py:7" in other                          # Python's own format

@@ -253,29 +253,40 @@ def newer_remedies(P) -> dict[str, list]:
         ),
     }
     for name, hyperparameters in newer_methods(P).items():
-        label = NEWER_LABELS[name](hyperparameters)
-        found[name] = runs(
-            base.with_method(name, label=label, **hyperparameters), P.method_runs
-        )
+        found[name] = runs(newer_config(P, name, hyperparameters), P.method_runs)
     if P.sweep:
         for name, strengths in newer_sweeps(P).items():
-            found[f"sweep: {name}"] = [
-                base.with_method(name, label=NEWER_LABELS[name](h), **h)
-                for h in strengths
-            ]
+            found[f"sweep: {name}"] = [newer_config(P, name, h) for h in strengths]
     return found
 
 
-#: each newer method's label from its hyperparameters
+#: each newer method's label from its hyperparameters (each starts as the method's
+#: colour in lopbook.plots.METHOD_COLORS)
 NEWER_LABELS = {
     "l2_init": lambda h: f"L2 Init (λ = {h['weight_decay']:g})",
     "redo": lambda h: f"ReDo (τ = {h['threshold']:g}, every {h['period']:,} steps)",
     "weight_clipping": lambda h: f"Weight clipping (κ = {h['kappa']:g})",
     "upgd": lambda h: f"UPGD (σ = {h['noise_std']:g}, λ = {h['weight_decay']:g})",
-    "normalize_and_project": lambda h: "Normalize-and-project",
+    "normalize_and_project": lambda h: "Normalize-and-Project",
     "spectral_regularization": lambda h: f"Spectral reg. (λ = {h['strength']:g})",
-    "self_normalized_resets": lambda h: f"SNR (percentile {h['percentile']:g})",
+    "self_normalized_resets": lambda h: (
+        f"Self-normalized resets (p = {h['percentile']:g})"
+    ),
 }
+
+#: what a newer method needs of the network: Normalize-and-Project projects the
+#: weights of layers followed by layer norm, so its network has layer norm
+NEWER_NETWORKS = {"normalize_and_project": dict(norm="layer")}
+
+
+def newer_config(P, name: str, hyperparameters: dict):
+    """The shared Permuted MNIST config with newer method ``name`` (and the network
+    it needs), labelled by its hyperparameters."""
+    base = dataclasses.replace(
+        presets.permuted_mnist(P), **NEWER_NETWORKS.get(name, {})
+    )
+    label = NEWER_LABELS[name](hyperparameters)
+    return base.with_method(name, label=label, **hyperparameters)
 
 
 def newer_methods(P) -> dict[str, dict]:

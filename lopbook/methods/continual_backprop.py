@@ -31,11 +31,11 @@ UTILITIES = ("contribution", "adaptable")
 @dataclasses.dataclass(frozen=True)
 class ContinualBackpropSettings(Hyperparameters):
     replacement_rate: float = 1e-4
-    """rho: fraction of a layer's mature units replaced per step (the paper's Permuted
-    MNIST value; 3e-4 on Continual ImageNet)."""
+    """rho: fraction of a layer's mature units replaced per step (1e-4: the authors'
+    Permuted MNIST configuration; 3e-4 on Continual ImageNet)."""
     maturity_threshold: int = 100
-    """m: a unit can be replaced only once it is older than m steps (100 for Permuted
-    MNIST and Continual ImageNet)."""
+    """M (the paper's m): a unit can be replaced only once it is older than M steps
+    (100 for Permuted MNIST and Continual ImageNet)."""
     decay_rate: float = 0.99
     """eta: decay of the running averages (about the last 1 / (1 - eta) steps)."""
     utility: str = "contribution"

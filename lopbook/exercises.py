@@ -23,6 +23,7 @@ __all__ = [
     "check_shrink_and_perturb_step",
     "check_ltu_target",
     "check_linear_baseline_accuracy",
+    "check_weight_clipping",
 ]
 
 
@@ -159,3 +160,39 @@ def check_linear_baseline_accuracy(fn) -> None:
             "data?"
         )
     _done(f"your linear classifier separates two Gaussian clouds ({got:.2f}).")
+
+
+def check_weight_clipping(fn) -> None:
+    """``fn(w, bound, kappa) -> w_clipped``: weight clipping of one layer's weights
+    ``w``, drawn at initialisation from U(-bound, bound): every weight kept within
+    ``kappa * bound`` of zero. The right answer comes from the package's
+    :class:`~lopbook.methods.weight_clipping.WeightClipping`."""
+    from .methods.base import Networks
+    from .methods.weight_clipping import WeightClipping, WeightClippingSettings
+
+    g = torch.Generator().manual_seed(5)
+    for bound, kappa in ((0.2, 1.0), (0.2, 2.0), (0.05, 3.5)):
+        w = 3 * bound * torch.randn(6, 4, generator=g)
+        nets = Networks([w.clone().unsqueeze(0)], [torch.zeros(1, 6)], [], [],
+                        [g], [bound], lambda i: [])
+        WeightClipping(nets, [WeightClippingSettings(kappa=kappa)]).after_step([])
+        expected = nets.weights[0][0]
+        got = torch.as_tensor(fn(w.clone(), bound, kappa))
+        if got.shape == expected.shape and torch.allclose(got, expected, atol=1e-7):
+            continue
+        if got.shape == w.shape and torch.allclose(got, w.clamp(-kappa, kappa)):
+            hint = "the limit is kappa times the layer's initial bound, not kappa"
+        elif got.shape == w.shape and torch.allclose(got, w.clamp(max=kappa * bound)):
+            hint = "clip both sides: large negative weights too"
+        elif got.shape == w.shape and torch.equal(got, w):
+            hint = "your function returns the weights unchanged"
+        else:
+            hint = "each weight should become clip(w, -kappa bound, kappa bound)"
+        raise ExerciseError(
+            f"with bound {bound} and kappa {kappa} your weights differ from the "
+            f"clipped ones ({hint})."
+        )
+    _done(
+        "w <- clip(w, -kappa s, kappa s), as WeightClipping does after every step, "
+        "on 3 test layers."
+    )

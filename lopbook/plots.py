@@ -33,7 +33,8 @@ METRICS = {
     "effective_rank_percent": ("Effective rank", "effective rank (% of max)"),
 }
 
-#: one colour per method, by the start of its label (the first match wins)
+#: one colour per method, by the start of its label (the first match wins); no two
+#: methods share one (C5-C9 are matplotlib's #8c564b, #e377c2, #7f7f7f, #bcbd22, #17becf)
 METHOD_COLORS = [
     ("Backprop", "C0"),
     ("Adam", "C9"),
@@ -44,10 +45,10 @@ METHOD_COLORS = [
     ("Layer norm", "C8"),
     ("Continual backprop", "C3"),
     ("ReDo", "C6"),
-    ("Weight clipping", "#17becf"),
-    ("UPGD", "#bcbd22"),
+    ("Weight clipping", "#a6761d"),
+    ("UPGD", "#e6ab02"),
     ("Normalize-and-Project", "#7f7f7f"),
-    ("Spectral", "#e377c2"),
+    ("Spectral", "#1b9e77"),
     ("Self-normalized", "#393b79"),
 ]
 

@@ -187,3 +187,13 @@ def test_data_warnings_and_a_cells_warnings_print_as_one_line():
     assert cell == "UserWarning: careful\n"
     other = book.format_warning("elsewhere", UserWarning, "/x/site-packages/y.py", 7)
     assert "/x/site-packages/y.py:7" in other                          # Python's own format
+
+
+def test_every_method_has_a_colour_of_its_own():
+    from matplotlib.colors import to_hex
+
+    from lopbook import plots
+
+    cycle = {f"C{i}": c for i, c in enumerate(__import__("matplotlib").rcParams["axes.prop_cycle"].by_key()["color"])}
+    colours = [to_hex(cycle.get(c, c)) for _, c in plots.METHOD_COLORS]
+    assert len(set(colours)) == len(colours), plots.METHOD_COLORS

@@ -37,6 +37,9 @@ CASES = {
     "check_linear_baseline_accuracy": (
         lambda xtr, ytr, xte, yte: _logistic(xtr, ytr, xte, yte),
         lambda xtr, ytr, xte, yte: 0.5, "above 0.9"),
+    "check_weight_clipping": (
+        lambda w, bound, kappa: w.clamp(-kappa * bound, kappa * bound),
+        lambda w, bound, kappa: w.clamp(-kappa, kappa), "initial bound"),
 }
 
 

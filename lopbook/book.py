@@ -374,6 +374,7 @@ def record_caption(chapter: str, setting: str, results: list[RunResult],
     found = records.load(chapter, setting, scale)
     text = (f"*Record, {scale} scale: {runs_note(results)} (mean ± standard error); "
             f"{data_note(results)}. {found.note() if found else ''}")
+    text = text.rstrip()
     if paper:
         text += f" The paper: {paper}."
     return Markdown(text + "*")

@@ -34,7 +34,8 @@ METRICS = {
 }
 
 #: one colour per method, by the start of its label (the first match wins); no two
-#: methods share one (C5-C9 are matplotlib's #8c564b, #e377c2, #7f7f7f, #bcbd22, #17becf)
+#: methods share one (C5-C9 are matplotlib's #8c564b, #e377c2, #7f7f7f, #bcbd22 and
+#: #17becf)
 METHOD_COLORS = [
     ("Backprop", "C0"),
     ("Adam", "C9"),

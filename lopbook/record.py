@@ -195,12 +195,12 @@ class Record:
                 + "; ".join(self.stale[:2])
                 + f"), so it is not drawn: regenerate it with `{self.command}`."
             )
-        data = self.results[0].meta.get("dataset", "") if self.results else ""
-        hours = self.wall_time_s / 3600
+        machine = self.index.get("machine", {})
+        cpus = f" on a {machine['cpus']}-CPU machine" if machine.get("cpus") else ""
         return (
-            f"Record ({self.scale} scale, {len(self.results)} runs, {data}): made "
-            f"with `{self.command}` on {self.index['created'][:10]}, "
-            f"{hours:.2g} CPU-hours of training."
+            f"Made with `{self.command}` on {self.index['created'][:10]}; training "
+            f"'{self.setting}' took {self.wall_time_s / 3600:.2g} hours of a worker's "
+            f"wall-clock time{cpus}."
         )
 
 

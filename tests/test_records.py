@@ -44,7 +44,7 @@ def test_record_writes_each_run_once_and_loads_it_back(tmp_path, offline):
             assert len(result.accuracy) == cfg.tasks
             assert np.all((result.accuracy >= 0) & (result.accuracy <= 1))
             assert result.meta["dataset_id"] and "torch" in json.dumps(result.meta)
-        assert "smoke scale" in rec.note() and "python -m lopbook.record" in rec.note()
+        assert "--scale smoke" in rec.note() and "python -m lopbook.record" in rec.note()
     index = json.loads((root / "smoke" / "09_summary.json").read_text())
     assert index["command"].startswith("python -m lopbook.record")
     assert "load_average" in index["machine"]

@@ -69,3 +69,12 @@ def test_readme_data_commands_exist(command):
     done = subprocess.run([sys.executable, "-m", "lopbook.data", subcommand, "--help"], capture_output=True,
                           text=True, timeout=60)
     assert done.returncode == 0, done.stderr
+
+
+def test_the_readme_record_listing_command_works_as_written():
+    listing = [c for c in readme_commands("python -m lopbook.record") if "--list" in c]
+    assert listing, "the README shows how to list the chapters that have records"
+    args = shlex.split(listing[0].split("#")[0])
+    done = subprocess.run([sys.executable] + args[1:], capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert done.returncode == 0, done.stderr
+    assert "03_permuted_mnist" in done.stdout.split()

@@ -199,7 +199,7 @@ class Record:
         cpus = f" on a {machine['cpus']}-CPU machine" if machine.get("cpus") else ""
         return (
             f"Made with `{self.command}` on {self.index['created'][:10]}; training "
-            f"'{self.setting}' took {self.wall_time_s / 3600:.2g} hours of a worker's "
+            f"'{self.setting}' took {self.wall_time_s / 3600:.2f} hours of a worker's "
             f"wall-clock time{cpus}."
         )
 

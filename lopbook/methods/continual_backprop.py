@@ -102,9 +102,9 @@ class ContinualBackprop(Method):
         self.width = np.asarray(nets.hidden_sizes)
         self.accumulated = np.zeros((R, L))
         self.replacements = np.zeros((R, L), dtype=np.int64)  # units replaced so far
-        # replacements of the last m steps, in a ring indexed by step % m
-        m = self.hp.maturity_threshold
-        self.recent = np.zeros((R, max(m, 1), L), dtype=np.int64)
+        # replacements of the last M steps, in a ring indexed by step % M
+        maturity = self.hp.maturity_threshold
+        self.recent = np.zeros((R, max(maturity, 1), L), dtype=np.int64)
         self.recent_sum = np.zeros((R, L), dtype=np.int64)
         self.state = dict(
             utility=self.utility,
@@ -156,17 +156,17 @@ class ContinualBackprop(Method):
     def replacement_counts(self) -> np.ndarray:
         """How many units each run replaces in each hidden layer at this step.
 
-        A unit is eligible once it is older than m steps, so the eligible count is
-        the width minus the units replaced in the last m steps: decided on the
-        host, without reading the ages back from the device.
+        A unit is eligible once it is older than M (the maturity threshold) steps, so
+        the eligible count is the width minus the units replaced in the last M
+        steps: decided on the host, without reading the ages back from the device.
         """
-        m, step = self.hp.maturity_threshold, self.nets.step
-        eligible = self.width - self.recent_sum if step > m else 0
+        maturity, step = self.hp.maturity_threshold, self.nets.step
+        eligible = self.width - self.recent_sum if step > maturity else 0
         self.accumulated += self.rate[:, None] * eligible
         counts = np.floor(self.accumulated).astype(np.int64)
         self.accumulated -= counts
-        if m > 0:  # the ring forgets step - m
-            slot = step % m
+        if maturity > 0:  # the ring forgets step - M
+            slot = step % maturity
             self.recent_sum += counts - self.recent[:, slot]
             self.recent[:, slot] = counts
         return counts

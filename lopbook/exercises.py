@@ -17,6 +17,7 @@ import torch
 from .metrics import dead_units, effective_rank
 
 __all__ = [
+    "check_online_accuracy",
     "check_effective_rank",
     "check_dead_units",
     "check_contribution_utility",
@@ -196,3 +197,59 @@ def check_weight_clipping(fn) -> None:
         "w <- clip(w, -kappa s, kappa s), as WeightClipping does after every step, "
         "on 3 test layers."
     )
+
+
+def check_online_accuracy(fn) -> None:
+    """``fn(learner, x, y) -> float``: let ``learner`` learn from the examples one at a
+    time, in order, and return the fraction it classified correctly *before* learning
+    from each. Checked against the same computation on its own copy of the network,
+    on a made-up task of 300 examples with 3 classes."""
+    from .learners import Backprop
+    from .nets import MLP
+
+    g = torch.Generator().manual_seed(5)
+    x = torch.rand(300, 20, generator=g)
+    y = (x @ torch.randn(20, 3, generator=g)).argmax(dim=1)
+
+    def fresh():
+        return Backprop(MLP(20, 16, seed=0), step_size=0.1)
+
+    def reference(before: bool = True):
+        learner, correct = fresh(), 0
+        for i in range(len(x)):
+            if before:
+                out = learner.learn(x[i : i + 1], y[i : i + 1])[1]
+            else:  # the mistake to catch: predicting after the step
+                learner.learn(x[i : i + 1], y[i : i + 1])
+                with torch.no_grad():
+                    out = learner.net(x[i : i + 1])
+            correct += int(out.argmax(dim=1).item() == y[i].item())
+        return learner, correct / len(x)
+
+    expected_learner, expected = reference()
+    learner = fresh()
+    got = float(fn(learner, x.clone(), y.clone()))
+    same = all(
+        torch.equal(a, b)
+        for a, b in zip(learner.net.parameters(), expected_learner.net.parameters())
+    )
+    if not same:
+        raise ExerciseError(
+            "after your function the network's weights are not those of a network "
+            "that learned from each example once, in order: call "
+            "learner.learn(x[i:i + 1], y[i:i + 1]) exactly once for every i"
+        )
+    if abs(got - expected) > 1e-9:
+        after = reference(before=False)[1]
+        hint = (
+            "you scored the predictions made after each step; use the outputs "
+            "learn() returns, computed before it"
+            if abs(got - after) < 1e-9
+            else "count the examples whose predicted class (the argmax of the "
+            "outputs) is the label, and divide by the number of examples"
+        )
+        raise ExerciseError(
+            f"your online accuracy is {got:.4f}, the right value is {expected:.4f}: "
+            f"{hint}."
+        )
+    _done(f"your online accuracy agrees with the reference ({expected:.4f}).")

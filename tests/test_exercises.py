@@ -21,7 +21,25 @@ def erank_wrong(H):                        # the entropy of the squared singular
     return float(torch.exp(-(p * p.log()).sum()))
 
 
+def online_right(learner, x, y):
+    correct = 0
+    for i in range(len(x)):
+        _, out = learner.learn(x[i:i + 1], y[i:i + 1])
+        correct += int(out.argmax(dim=1).item() == y[i].item())
+    return correct / len(x)
+
+
+def online_wrong(learner, x, y):           # scores the prediction made after the step
+    correct = 0
+    for i in range(len(x)):
+        learner.learn(x[i:i + 1], y[i:i + 1])
+        with torch.no_grad():
+            correct += int(learner.net(x[i:i + 1]).argmax(dim=1).item() == y[i].item())
+    return correct / len(x)
+
+
 CASES = {
+    "check_online_accuracy": (online_right, online_wrong, "after each step"),
     "check_effective_rank": (erank_right, erank_wrong, "effective rank"),
     "check_dead_units": (lambda h: int((h == 0).all(dim=0).sum()),
                          lambda h: int((h == 0).any(dim=0).sum()), "column is zero"),

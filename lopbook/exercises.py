@@ -160,7 +160,25 @@ def check_linear_baseline_accuracy(fn) -> None:
             "a linear classifier should be above 0.9. Did you score it on the test "
             "data?"
         )
-    _done(f"your linear classifier separates two Gaussian clouds ({got:.2f}).")
+    # many dimensions, few training images: a linear classifier fits every training
+    # image, but on the test images it does much worse; scoring the training images
+    # gives (nearly) 1.0
+    d, n = 200, 40
+    shift = 0.05 * torch.randn(1, d, generator=g)
+    x = torch.randn(2 * n + 200, d, generator=g)
+    y = torch.arange(len(x)) % 2
+    x = x + torch.where(y[:, None] == 1, shift, -shift)
+    overfit = float(fn(x[: 2 * n], y[: 2 * n], x[2 * n :], y[2 * n :]))
+    if overfit > 0.95:
+        raise ExerciseError(
+            f"with {2 * n} training images of {d} pixels your classifier scores "
+            f"{overfit:.3f}: that is its accuracy on the training images, which it "
+            "fits perfectly. Score it on the test images (x_test, y_test)."
+        )
+    _done(
+        f"your linear classifier separates two Gaussian clouds ({got:.2f}) and is "
+        f"scored on the test images ({overfit:.2f} where it fits every training image)."
+    )
 
 
 def check_weight_clipping(fn) -> None:

@@ -54,7 +54,7 @@ CASES = {
         lambda x, W, beta: (x @ W.T > beta * W.shape[1]).float(), "number of -1 weights"),
     "check_linear_baseline_accuracy": (
         lambda xtr, ytr, xte, yte: _logistic(xtr, ytr, xte, yte),
-        lambda xtr, ytr, xte, yte: 0.5, "above 0.9"),
+        lambda xtr, ytr, xte, yte: _logistic(xtr, ytr, xtr, ytr), "training images"),
     "check_weight_clipping": (
         lambda w, bound, kappa: w.clamp(-kappa * bound, kappa * bound),
         lambda w, bound, kappa: w.clamp(-kappa, kappa), "initial bound"),
@@ -78,3 +78,8 @@ def test_checker_accepts_a_right_answer_and_rejects_a_wrong_one(name, capsys):
     assert capsys.readouterr().out.startswith("Correct")
     with pytest.raises(ExerciseError, match=message):
         check(wrong)
+
+
+def test_a_baseline_that_scores_nothing_is_rejected():
+    with pytest.raises(ExerciseError, match="above 0.9"):
+        exercises.check_linear_baseline_accuracy(lambda xtr, ytr, xte, yte: 0.5)

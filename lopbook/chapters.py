@@ -89,12 +89,10 @@ def mitigations(P) -> dict[str, list]:
             weight_decay=P.l2_weight_decay,
             label=f"L2 (λ = {P.l2_weight_decay:g})",
         ),
-        "shrink_and_perturb": base.with_method(
-            "shrink_and_perturb",
-            weight_decay=P.sp_weight_decay,
-            noise_std=P.sp_noise_std,
-            label=f"Shrink and Perturb (λ = {P.sp_weight_decay:g}, "
-            f"σ = {P.sp_noise_std:g})",
+        "shrink_and_perturb": _shrink_and_perturb(
+            base,
+            P,
+            f"Shrink and Perturb (λ = {P.sp_weight_decay:g}, σ = {P.sp_noise_std:g})",
         ),
         "dropout": dataclasses.replace(
             base, dropout=P.dropout, label=f"Dropout (p = {P.dropout:g})"
@@ -135,6 +133,16 @@ def continual_backprop(P) -> dict[str, list]:
         "continual backprop": runs(cbp, P.runs_per_setting),
         "sweep": sweep,
     }
+
+
+def _shrink_and_perturb(base, P, label: str):
+    """``base`` with Shrink-and-Perturb at ``P``'s shrink and noise."""
+    return base.with_method(
+        "shrink_and_perturb",
+        weight_decay=P.sp_weight_decay,
+        noise_std=P.sp_noise_std,
+        label=label,
+    )
 
 
 def _continual_backprop(base, P, label: str):
@@ -219,11 +227,8 @@ def slowly_changing_regression(P) -> dict[str, list]:
             "l2": base.with_method(
                 "l2", weight_decay=P.l2_weight_decay, label=f"{act}: L2"
             ),
-            "shrink_and_perturb": base.with_method(
-                "shrink_and_perturb",
-                weight_decay=P.sp_weight_decay,
-                noise_std=P.sp_noise_std,
-                label=f"{act}: Shrink and Perturb",
+            "shrink_and_perturb": _shrink_and_perturb(
+                base, P, f"{act}: Shrink and Perturb"
             ),
             "continual_backprop": base.with_method(
                 "continual_backprop",

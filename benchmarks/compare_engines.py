@@ -70,14 +70,17 @@ def compare(make, step, label):
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("other", type=Path, help="root of the other checkout (holds lopbook/)")
+    parser.add_argument("--convnet-only", action="store_true",
+                        help="only the ConvNet cases (training at batches of 100 and 25, and evaluation)")
     args = parser.parse_args()
     other_engine, other_nets = other_package(args.other)
     torch.set_flush_denormal(True)
     torch.set_num_threads(1)
     modules = {"this": (sys.modules[Lockstep.__module__], MLP, ConvNet),
                "other": (other_engine, other_nets.MLP, other_nets.ConvNet)}
-    for width, R, cbp in [(100, 1, False), (100, 30, False), (100, 1, True), (100, 30, True), (2000, 10, False),
-                          (2000, 10, True)]:
+    mlp_cases = [(100, 1, False), (100, 30, False), (100, 1, True), (100, 30, True), (2000, 10, False),
+                 (2000, 10, True)]
+    for width, R, cbp in [] if args.convnet_only else mlp_cases:
         chunk = 64 if width * R <= 10_000 else 2
         x, y = torch.rand(R, chunk, 784), torch.randint(0, 10, (R, chunk))
 
@@ -91,19 +94,27 @@ def main():
             return chunk * R
 
         compare(make, step, f"width {width}, R {R}, {'continual bp' if cbp else 'backprop'} (run-steps/s)")
-    x, y = torch.rand(10, 100, 3, 32, 32), torch.randint(0, 2, (10, 100))
 
     def make_conv(k):
         engine, _, convnet = modules[k]
         return engine.Lockstep([convnet(seed=r) for r in range(10)],
                                [settings(engine, r, 0.01, momentum=0.9) for r in range(10)])
 
-    def conv_step(e):
-        e.learn(x, y)
+    for batch in (100, 25):
+        x, y = torch.rand(10, batch, 3, 32, 32), torch.randint(0, 2, (10, batch))
+
+        def conv_step(e):
+            e.learn(x, y)
+            return x.shape[0] * x.shape[1]
+
+        compare(make_conv, conv_step, f"ConvNet, 10 runs x batch {batch} (images/s)")
+    x, y = torch.rand(10, 100, 3, 32, 32), torch.randint(0, 2, (10, 100))
+
+    def conv_evaluate(e):
+        e.evaluate(x, y)
         return 1000
 
-    compare(make_conv, conv_step, "ConvNet, 10 runs x batch 100 (images/s)")
-
+    compare(make_conv, conv_evaluate, "ConvNet, evaluation of 10 runs x 100 (images/s)")
 
 if __name__ == "__main__":
     main()

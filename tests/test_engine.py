@@ -78,11 +78,15 @@ def stream(seed, steps, R, batch, conv=False, device="cpu"):
         yield torch.rand(shape, generator=g).to(device), torch.randint(0, n_classes, (R, batch), generator=g).to(device)
 
 
-def train_both(make_net, runs, steps, batch=1, conv=False, optimizer="sgd", data_seed=0, atol=ATOL, device="cpu"):
+def train_both(make_net, runs, steps, batch=1, conv=False, optimizer="sgd", data_seed=0, atol=ATOL, device="cpu",
+               grouped=None):
     """Train ``runs`` in one Lockstep and one by one with reference learners (both on ``device``); compare every
-    step's outputs."""
+    step's outputs. ``grouped``: the engine's ``grouped_convolutions`` (None: the device's default)."""
     R = len(runs)
-    engine = Lockstep([make_net(r) for r in range(R)], runs, optimizer=optimizer, device=torch.device(device))
+    engine = Lockstep([make_net(r) for r in range(R)], runs, optimizer=optimizer, device=torch.device(device),
+                      grouped_convolutions=grouped)
+    if grouped is not None:
+        assert engine.grouped is grouped
     refs = [reference_learner(make_net(r).to(device), run, optimizer) for r, run in enumerate(runs)]
     worst = 0.0
     for x, y in stream(data_seed, steps, R, batch, conv, device):
@@ -304,12 +308,19 @@ def float64():
     torch.set_default_dtype(before)
 
 
-def test_convnet_sgd_momentum_cbp_matches_reference(float64):
+# Both convolution paths of the engine on this machine: separate convolutions per run on channels-last maps (the
+# CPU's default) and one grouped convolution (CUDA's default, forced here), each against the reference learners.
+conv_paths = pytest.mark.parametrize("grouped", [False, True], ids=["separate", "grouped"])
+
+
+@conv_paths
+def test_convnet_sgd_momentum_cbp_matches_reference(float64, grouped):
     runs = [RS(51, 2 ** -7, 0.875),
             CBP(52, 2 ** -7, 0.875, replacement_rate=0.02, maturity_threshold=3),
             CBP(53, 2 ** -6, 0.875, replacement_rate=0.02, maturity_threshold=3),
             RS(54, 2 ** -6, 0.875, "l2", weight_decay=2 ** -10)]
-    engine, refs = train_both(make_conv, runs, steps=15, batch=8, conv=True, data_seed=6, atol=1e-9)
+    engine, refs = train_both(make_conv, runs, steps=15, batch=8, conv=True, data_seed=6, atol=1e-9,
+                              grouped=grouped)
     assert engine.conv and engine.params[0].dtype == torch.float64
     assert_same_params(engine, refs, atol=1e-9)
     assert (engine.replacements[1:3] > 0).all()     # every hidden layer (conv and fc) replaced units
@@ -317,12 +328,13 @@ def test_convnet_sgd_momentum_cbp_matches_reference(float64):
     assert_same_metrics(engine, refs, probe_batch(len(runs), n=16, conv=True))
 
 
-def test_convnet_adam_dropout_matches_reference(float64):
+@conv_paths
+def test_convnet_adam_dropout_matches_reference(float64, grouped):
     runs = [RS(61, 2 ** -10),
             CBP(62, 2 ** -10, replacement_rate=0.02, maturity_threshold=3, utility="adaptable"),
             RS(63, 2 ** -10, 0.0, "shrink_and_perturb", noise_std=2 ** -13, weight_decay=2 ** -13)]
     engine, refs = train_both(lambda s: make_conv(s, dropout=0.125), runs, steps=12, batch=8, conv=True,
-                              optimizer="adam", data_seed=7, atol=1e-6)
+                              optimizer="adam", data_seed=7, atol=1e-6, grouped=grouped)
     # Adam divides by the root of tiny second moments, which magnifies rounding in parameters that barely learn
     assert_same_params(engine, refs, atol=1e-4)
     assert (engine.replacements[1] > 0).all()
@@ -330,12 +342,13 @@ def test_convnet_adam_dropout_matches_reference(float64):
     assert_same_metrics(engine, refs, probe_batch(len(runs), n=16, conv=True))
 
 
+@conv_paths
 @pytest.mark.parametrize("optimizer", ["sgd", "adam"])
-def test_convnet_float32_few_steps_match_reference(optimizer):
+def test_convnet_float32_few_steps_match_reference(optimizer, grouped):
     lr, mom = (0.01, 0.9) if optimizer == "sgd" else (1e-3, 0.0)
     runs = [RS(91, lr, mom), CBP(92, lr, mom, replacement_rate=0.05, maturity_threshold=1)]
     engine, refs = train_both(make_conv, runs, steps=4, batch=8, conv=True, optimizer=optimizer,
-                              data_seed=8, atol=1e-3)
+                              data_seed=8, atol=1e-3, grouped=grouped)
     assert engine.params[0].dtype == torch.float32
     assert_same_params(engine, refs, atol=1e-3)
     assert engine.replacements[1].sum() > 0

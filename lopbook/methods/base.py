@@ -245,7 +245,9 @@ class Method:
     ) -> torch.Tensor | None:
         """A term to add to the loss's gradient ``grad`` of parameter ``params[i]``
         (``p``), or None. ``grad`` is None where the engine fuses the SGD update into
-        its backward pass; a method that needs it sets ``needs_gradients``."""
+        its backward pass; a method that needs it sets ``needs_gradients``, and may
+        then also change ``grad`` in place (and return None) where that is cheaper
+        than a term to add."""
         return None
 
     def after_step(self, hidden: list[torch.Tensor]) -> None:

@@ -19,7 +19,7 @@ import json
 from . import presets
 from .configs import key_settings, runs
 
-__all__ = ["plan", "PLANS", "configs_of"]
+__all__ = ["plan", "PLANS", "configs_of", "record_baselines"]
 
 
 def what_is_plasticity(P) -> dict[str, list]:
@@ -360,4 +360,48 @@ def configs_of(chapter: str, P) -> list:
             if key not in seen:
                 seen.add(key)
                 found.append(cfg)
+    return found
+
+
+def record_baselines(
+    chapter: str, P, scale: str, data_dir=None, write: bool = False, root=None
+) -> dict:
+    """What ``chapter``'s record at ``scale`` (settings ``P``) is drawn against besides
+    its runs, shipped with it (:func:`lopbook.record.derived`) or else computed here:
+    for chapter 2, the linear baseline on the class pairs of every seed of the record,
+    ``{seed: per-task test accuracy}``. Other chapters: ``{}``."""
+    if chapter != "02_continual_imagenet":
+        return {}
+    import numpy as np
+
+    from . import record as records
+    from .data import class_images
+    from .experiments import linear_baseline
+
+    configs = configs_of(chapter, P)
+    cfg = configs[0]
+    source = class_images(cfg.data, root=data_dir)
+    tasks = min(P.linear_tasks, cfg.tasks)
+    found = {}
+    for seed in sorted({c.seed for c in configs}):
+        settings = {
+            "dataset_id": source.identity,
+            "tasks": tasks,
+            "train_per_class": cfg.train_per_class,
+            "test_per_class": cfg.test_per_class,
+            "seed": seed,
+            "pairing": cfg.pairing,
+        }
+        values = records.derived(
+            "linear_baseline",
+            settings,
+            lambda seed=seed: linear_baseline(
+                source, tasks, cfg.train_per_class, cfg.test_per_class, seed=seed,
+                pairing=cfg.pairing,
+            ),
+            scale,
+            write,
+            root,
+        )
+        found[seed] = np.asarray(values)
     return found

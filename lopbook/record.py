@@ -14,7 +14,11 @@ then writes, into ``lopbook/records/<scale>/``:
   wall time (no checkpoints, no images). A run that two chapters share (chapter 3's
   headline runs are chapter 1's and chapter 4's too) is stored once;
 * ``<chapter>.json``, the chapter's index: which runs make each named setting of its
-  plan, when and how they were made (the exact command, the machine and its load).
+  plan, when and how they were made (the exact command, the machine and its load);
+* ``derived/<name>-<digest>.json``, what a record is drawn against besides its runs
+  and is slow to compute (chapter 2's linear baseline on the record's class pairs,
+  :func:`lopbook.chapters.record_baselines`), keyed by its settings and the data's
+  identity (:func:`derived`). ``--baselines`` recomputes only these.
 
 A chapter draws a record next to its live quick run (:func:`load`). The runs of a
 setting are looked up by their settings' key, so a record whose runs are not the
@@ -43,7 +47,7 @@ from .io import write_text
 from .results import RunResult, result_from_record, result_record
 from .runner import RunOptions, run
 
-__all__ = ["RECORDS", "record", "load", "Record", "record_key", "main"]
+__all__ = ["RECORDS", "record", "load", "Record", "record_key", "derived", "main"]
 
 #: where the records live (package data, so that an installed lopbook has them)
 RECORDS = Path(__file__).resolve().parent / "records"
@@ -85,6 +89,82 @@ def _run_path(root: Path, scale: str, key: str) -> Path:
     return root / scale / "runs" / f"{key}.json"
 
 
+def _shipped_run(root: Path, scale: str, key: str) -> RunResult | None:
+    """The complete run ``key`` of the records at ``scale``, or None."""
+    target = _run_path(root, scale, key)
+    if not target.exists():
+        return None
+    try:
+        result = result_from_record(json.loads(target.read_text()), str(target))
+    except (ValueError, json.JSONDecodeError):
+        return None  # torn or edited: trained again, and the file rewritten
+    return result if result.complete else None
+
+
+def _derived_path(root: Path, scale: str, name: str, settings: dict) -> Path:
+    described = json.dumps({"name": name, "settings": settings}, sort_keys=True)
+    digest = hashlib.sha1(described.encode()).hexdigest()[:12]
+    return root / scale / "derived" / f"{name}-{digest}.json"
+
+
+def derived(
+    name: str,
+    settings: dict,
+    compute,
+    scale: str = "medium",
+    write: bool = False,
+    root: str | os.PathLike | None = None,
+) -> list:
+    """A result that a record is drawn against (not a run; e.g. a linear baseline),
+    shipped beside the record: loaded when a file for exactly these ``settings`` is
+    there (they must name the data's identity), else computed with ``compute()`` (a
+    list of floats) and, when ``write`` (the record command), saved with its
+    provenance."""
+    root = Path(RECORDS if root is None else root)
+    target = _derived_path(root, scale, name, settings)
+    if target.exists() and not write:
+        try:
+            entry = json.loads(target.read_text())
+        except json.JSONDecodeError as err:
+            raise ValueError(
+                f"{target} is not valid JSON ({err}); delete it, or regenerate it "
+                "with `python -m lopbook.record CHAPTER --baselines`"
+            ) from None
+        if entry.get("format") != FORMAT or entry.get("settings") != settings:
+            raise ValueError(
+                f"{target} does not hold {name} for these settings; delete it, or "
+                "regenerate it with `python -m lopbook.record CHAPTER --baselines`"
+            )
+        return entry["values"]
+    started = time.time()
+    values = [float(v) for v in compute()]
+    if write:
+        from .runtime import environment
+
+        entry = {
+            "format": FORMAT,
+            "name": name,
+            "settings": settings,
+            "values": _round(values),
+            "wall_time_s": round(time.time() - started, 1),
+            "created": datetime.datetime.now(datetime.timezone.utc).isoformat(
+                timespec="seconds"
+            ),
+            "environment": {**environment("cpu"), **_sklearn_version()},
+            "machine": _machine(),
+        }
+        write_text(target, json.dumps(entry, indent=1) + "\n")
+    return values
+
+
+def _sklearn_version() -> dict:
+    try:
+        import sklearn
+    except ImportError:
+        return {}
+    return {"scikit-learn": sklearn.__version__}
+
+
 def _command(names, scale: str) -> str:
     return f"python -m lopbook.record {' '.join(names)} --scale {scale}"
 
@@ -98,10 +178,13 @@ def record(
     data_dir=None,
     command: str | None = None,
     root: str | os.PathLike | None = None,
+    reuse: bool = True,
 ) -> list[Path]:
     """Train the runs of the chapters ``names`` at ``scale`` (all chapters' runs of one
     experiment in one call, so that they fill the workers) and write their records
-    under ``root``; returns the files written."""
+    under ``root``; returns the files written. ``reuse``: a complete run that the
+    records already hold (another chapter's record has a run of the same settings)
+    is taken from there instead of trained again."""
     names = [names] if isinstance(names, str) else list(names)
     root = Path(RECORDS if root is None else root)
     plans = {}
@@ -113,10 +196,19 @@ def record(
         for configs in planned.values():
             for cfg in configs:
                 unique.setdefault(record_key(cfg), cfg)
+    results: dict[str, RunResult] = {}
+    if reuse:  # runs another chapter's record already holds (same settings)
+        for key in list(unique):
+            shipped = _shipped_run(root, scale, key)
+            if shipped is not None:
+                results[key] = shipped
+        if progress and results:
+            print(f"{len(results)} of {len(unique)} runs are already in the records "
+                  f"under {root / scale}; training the other {len(unique) - len(results)}")
     by_kind: dict[str, list] = {}
     for key, cfg in unique.items():
-        by_kind.setdefault(type(cfg).__name__, []).append((key, cfg))
-    results: dict[str, RunResult] = {}
+        if key not in results:
+            by_kind.setdefault(type(cfg).__name__, []).append((key, cfg))
     for kind, pairs in by_kind.items():
         options = RunOptions(
             out_dir=Path(work_dir) / scale / kind.lower(),
@@ -129,8 +221,11 @@ def record(
         if progress:
             print(f"{kind}: {len(pairs)} runs in {time.time() - started:.0f} s")
         results.update({key: r for (key, _), r in zip(pairs, found)})
+    trained = {key for pairs in by_kind.values() for key, _ in pairs}
     written = []
     for key, result in results.items():
+        if reuse and key not in trained:
+            continue  # already there, as it was
         entry = _round(result_record(result))
         entry["record_key"] = key
         target = _run_path(root, scale, key)
@@ -160,7 +255,19 @@ def record(
         target = _index_path(root, name, scale)
         write_text(target, json.dumps(index, indent=1) + "\n")
         written.append(target)
+    for name, (P, _) in plans.items():
+        written += baselines(name, scale, data_dir, root, P)
     return written
+
+
+def baselines(name, scale, data_dir=None, root=None, P=None) -> list[Path]:
+    """Compute and write the derived results of chapter ``name``'s record (no runs
+    are trained); returns the files written."""
+    root = Path(RECORDS if root is None else root)
+    P = P or presets.resolve(name, scale, {}, override=False)
+    before = set((root / scale / "derived").glob("*.json"))
+    chapters.record_baselines(name, P, scale, data_dir, write=True, root=root)
+    return sorted(set((root / scale / "derived").glob("*.json")) - before) or []
 
 
 @dataclasses.dataclass
@@ -280,11 +387,22 @@ def main(argv=None) -> int:
         help="the runs and their checkpoints (default results/records)",
     )
     parser.add_argument("--workers", type=int, default=None)
+    parser.add_argument(
+        "--retrain",
+        action="store_true",
+        help="train every run, also those another chapter's record already holds",
+    )
     parser.add_argument("--data-dir", default=None, help="the data's directory")
     parser.add_argument(
         "--background",
         action="store_true",
         help="run detached; output in <work-dir>/<scale>.log",
+    )
+    parser.add_argument(
+        "--baselines",
+        action="store_true",
+        help="only (re)compute what the records are drawn against besides their runs "
+        "(chapter 2's linear baseline); trains nothing",
     )
     parser.add_argument("--list", action="store_true", help="list the chapters")
     args = parser.parse_args(argv)
@@ -309,9 +427,14 @@ def main(argv=None) -> int:
             )
         print(f"recording in the background (pid {child.pid}); output in {log}")
         return 0
+    if args.baselines:
+        for name in names:
+            baselines(name, args.scale, args.data_dir)
+        print(f"wrote the baselines under {RECORDS / args.scale / 'derived'}")
+        return 0
     written = record(
         names, args.scale, args.work_dir, args.workers, data_dir=args.data_dir,
-        command=command,
+        command=command, reuse=not args.retrain,
     )
     print(f"wrote {len(written)} files under {RECORDS / args.scale}")
     return 0

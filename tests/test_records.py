@@ -2,6 +2,7 @@
 preset changes, and every shipped record matches its chapter's current preset."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -48,6 +49,35 @@ def test_record_writes_each_run_once_and_loads_it_back(tmp_path, offline):
     index = json.loads((root / "smoke" / "09_summary.json").read_text())
     assert index["command"].startswith("python -m lopbook.record")
     assert "load_average" in index["machine"]
+
+
+def test_a_run_another_chapters_record_holds_is_taken_from_there_not_trained_again(tmp_path, offline,
+                                                                                   monkeypatch):
+    root, work = tmp_path / "records", tmp_path / "work"
+    record.record("04_why_plasticity_is_lost", "smoke", work_dir=work, workers=1, progress=False, root=root)
+    shipped = {p.name: p.read_bytes() for p in (root / "smoke" / "runs").glob("*.json")}
+    trained = []
+    real_run = record.run
+
+    def spy(configs, options):
+        trained.extend(record.record_key(c) for c in configs)
+        return real_run(configs, options)
+
+    monkeypatch.setattr(record, "run", spy)
+    P = presets.resolve("03_permuted_mnist", "smoke", override=False)
+    planned = {record.record_key(c) for c in chapters.configs_of("03_permuted_mnist", P)}
+    held = {Path(n).stem for n in shipped}
+    assert held & planned and planned - held                     # some shared, some not
+    record.record("03_permuted_mnist", "smoke", work_dir=work, workers=1, progress=False, root=root)
+    assert set(trained) == planned - held                        # only the runs not held yet
+    for name, data in shipped.items():                           # and those held are left as they were
+        assert (root / "smoke" / "runs" / name).read_bytes() == data
+    for setting in chapters.plan("03_permuted_mnist", P):
+        assert record.load("03_permuted_mnist", setting, "smoke", root=root).fresh
+    trained.clear()                                              # --retrain: every run again
+    record.record("03_permuted_mnist", "smoke", work_dir=tmp_path / "work2", workers=1, progress=False,
+                  root=root, reuse=False)
+    assert set(trained) == planned
 
 
 def test_a_record_of_other_settings_is_stale_and_not_drawn(tmp_path, offline):
@@ -110,3 +140,54 @@ def test_a_chapter_without_a_record_says_how_to_make_it(tmp_path, monkeypatch, c
     monkeypatch.setattr("IPython.display.display", lambda obj: shown.append(obj.data))
     assert book.record("09_summary", "backprop") is None
     assert "python -m lopbook.record 09_summary --scale medium" in shown[0]
+
+
+# ----------------------------------------------------------------------------------------------- derived results
+def test_a_derived_result_is_saved_with_its_provenance_loaded_for_the_same_settings_only(tmp_path):
+    settings = {"dataset_id": "classes-4c-600+100-abc", "tasks": 2, "seed": 0}
+    assert record.derived("linear", settings, lambda: np.array([0.5, 0.25]), "smoke", write=True,
+                          root=tmp_path) == [0.5, 0.25]
+    files = list((tmp_path / "smoke" / "derived").glob("linear-*.json"))
+    assert len(files) == 1
+    entry = json.loads(files[0].read_text())
+    assert entry["settings"] == settings and entry["values"] == [0.5, 0.25]
+    assert {"torch", "numpy", "lopbook"} <= set(entry["environment"]) and entry["wall_time_s"] >= 0
+
+    def recompute():
+        raise AssertionError("computed again instead of loaded")
+
+    assert record.derived("linear", settings, recompute, "smoke", root=tmp_path) == [0.5, 0.25]
+    # other data (or any other setting): computed, not loaded; and written only by the record command
+    other = {**settings, "dataset_id": "classes-4c-600+100-def"}
+    assert record.derived("linear", other, lambda: [1.0], "smoke", root=tmp_path) == [1.0]
+    assert len(list((tmp_path / "smoke" / "derived").glob("*.json"))) == 1
+    files[0].write_text('{"format": "lopbook-rec')                    # torn
+    with pytest.raises(ValueError, match=files[0].name + ".*not valid JSON"):
+        record.derived("linear", settings, recompute, "smoke", root=tmp_path)
+
+
+def test_chapter_2s_record_ships_its_linear_baseline_for_the_shared_photographs(monkeypatch):
+    """The medium record of chapter 2 is drawn against a logistic regression on the same class pairs, computed
+    with the record (200 fits, minutes) and shipped: with the same photographs the chapter loads it."""
+    import os
+
+    if not os.environ.get("LOPBOOK_TINYIMAGENET"):
+        pytest.skip("needs the Tiny ImageNet photographs (LOPBOOK_TINYIMAGENET)")
+    import lopbook.experiments as experiments
+
+    def refit(*args, **kwargs):
+        raise AssertionError("the shipped baseline was not found: refitted")
+
+    monkeypatch.setattr(experiments, "linear_baseline", refit)
+    P = presets.resolve("02_continual_imagenet", "medium", override=False)
+    found = chapters.record_baselines("02_continual_imagenet", P, "medium")
+    seeds = {c.seed for c in chapters.configs_of("02_continual_imagenet", P)}
+    assert set(found) == seeds
+    tasks = min(P.linear_tasks, P.tasks)
+    for accuracy in found.values():
+        assert accuracy.shape == (tasks,) and 0.55 < accuracy.mean() < 0.95 and accuracy.max() <= 1.0
+
+
+def test_other_chapters_have_no_derived_results():
+    P = presets.resolve("03_permuted_mnist", "smoke", override=False)
+    assert chapters.record_baselines("03_permuted_mnist", P, "smoke") == {}

@@ -203,8 +203,11 @@ def record(
             if shipped is not None:
                 results[key] = shipped
         if progress and results:
-            print(f"{len(results)} of {len(unique)} runs are already in the records "
-                  f"under {root / scale}; training the other {len(unique) - len(results)}")
+            print(
+                f"{len(results)} of {len(unique)} runs are already in the records "
+                f"under {root / scale}; training the other "
+                f"{len(unique) - len(results)}"
+            )
     by_kind: dict[str, list] = {}
     for key, cfg in unique.items():
         if key not in results:

@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import platform
 import statistics
-import time
 
 import torch
 import torch.nn.functional as F
@@ -30,17 +29,10 @@ import torch.nn.functional as F
 from lopbook import presets
 from lopbook.engine import Lockstep, RunSettings
 from lopbook.nets import ConvNet
+from online_step import timed  # this folder's benchmark: steps per second after a warm-up
 
 CL = torch.channels_last
-
-
-def images_per_second(step, images, seconds):
-    step()
-    n, start = 0, time.perf_counter()
-    while time.perf_counter() - start < seconds or n < 3:
-        step()
-        n += 1
-    return n * images / (time.perf_counter() - start)
+CPU = torch.device("cpu")
 
 
 def measure(variants, images, reps, seconds, threads=(1,)):
@@ -51,7 +43,7 @@ def measure(variants, images, reps, seconds, threads=(1,)):
             torch.set_num_threads(t)
             names = list(variants) if rep % 2 == 0 else list(reversed(variants))
             for name in names:
-                found.setdefault((name, t), []).append(images_per_second(variants[name], images, seconds))
+                found.setdefault((name, t), []).append(images * timed(variants[name], CPU, seconds))
     return {k: statistics.median(v) for k, v in found.items()}
 
 
@@ -152,6 +144,7 @@ def main():
         print(f"   {scale:6s} ({P.epochs} epochs x {2 * per_class} images, batch {P.batch_size}; {tested} test "
               f"images): training {t_train:6.2f} s, evaluation {t_test:5.3f} s "
               f"({100 * t_test / (t_train + t_test):.1f}%)")
+
 
 if __name__ == "__main__":
     main()

@@ -364,12 +364,19 @@ def configs_of(chapter: str, P) -> list:
 
 
 def record_baselines(
-    chapter: str, P, scale: str, data_dir=None, write: bool = False, root=None
+    chapter: str,
+    P,
+    scale: str,
+    data_dir=None,
+    write: bool = False,
+    root=None,
+    recompute: bool = False,
 ) -> dict:
     """What ``chapter``'s record at ``scale`` (settings ``P``) is drawn against besides
-    its runs, shipped with it (:func:`lopbook.record.derived`) or else computed here:
-    for chapter 2, the linear baseline on the class pairs of every seed of the record,
-    ``{seed: per-task test accuracy}``. Other chapters: ``{}``."""
+    its runs, shipped with it (:func:`lopbook.record.derived`, which ``write``, ``root``
+    and ``recompute`` are passed to) or else computed here: for chapter 2, the linear
+    baseline on the class pairs of every seed of the record, ``{seed: per-task test
+    accuracy}``. Other chapters: ``{}``."""
     if chapter != "02_continual_imagenet":
         return {}
     import numpy as np
@@ -402,6 +409,7 @@ def record_baselines(
             scale,
             write,
             root,
+            recompute,
         )
         found[seed] = np.asarray(values)
     return found

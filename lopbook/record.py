@@ -114,15 +114,16 @@ def derived(
     scale: str = "medium",
     write: bool = False,
     root: str | os.PathLike | None = None,
+    recompute: bool = False,
 ) -> list:
     """A result that a record is drawn against (not a run; e.g. a linear baseline),
     shipped beside the record: loaded when a file for exactly these ``settings`` is
-    there (they must name the data's identity), else computed with ``compute()`` (a
-    list of floats) and, when ``write`` (the record command), saved with its
-    provenance."""
+    there (they must name the data's identity) and not ``recompute``, else computed
+    with ``compute()`` (a list of floats) and, when ``write`` (the record command),
+    saved with its provenance."""
     root = Path(RECORDS if root is None else root)
     target = _derived_path(root, scale, name, settings)
-    if target.exists() and not write:
+    if target.exists() and not recompute:
         try:
             entry = json.loads(target.read_text())
         except json.JSONDecodeError as err:
@@ -259,18 +260,24 @@ def record(
         write_text(target, json.dumps(index, indent=1) + "\n")
         written.append(target)
     for name, (P, _) in plans.items():
-        written += baselines(name, scale, data_dir, root, P)
+        written += baselines(name, scale, data_dir, root, P, recompute=not reuse)
     return written
 
 
-def baselines(name, scale, data_dir=None, root=None, P=None) -> list[Path]:
-    """Compute and write the derived results of chapter ``name``'s record (no runs
-    are trained); returns the files written."""
+def baselines(
+    name, scale, data_dir=None, root=None, P=None, recompute: bool = True
+) -> list[Path]:
+    """Write the derived results of chapter ``name``'s record (no runs are trained):
+    all of them, or with ``recompute`` False only those not there yet; returns the
+    files written."""
     root = Path(RECORDS if root is None else root)
     P = P or presets.resolve(name, scale, {}, override=False)
-    before = set((root / scale / "derived").glob("*.json"))
-    chapters.record_baselines(name, P, scale, data_dir, write=True, root=root)
-    return sorted(set((root / scale / "derived").glob("*.json")) - before) or []
+    started = time.time()
+    chapters.record_baselines(
+        name, P, scale, data_dir, write=True, root=root, recompute=recompute
+    )
+    found = (root / scale / "derived").glob("*.json")
+    return sorted(p for p in found if p.stat().st_mtime >= started)
 
 
 @dataclasses.dataclass

@@ -161,6 +161,11 @@ def test_a_derived_result_is_saved_with_its_provenance_loaded_for_the_same_setti
     other = {**settings, "dataset_id": "classes-4c-600+100-def"}
     assert record.derived("linear", other, lambda: [1.0], "smoke", root=tmp_path) == [1.0]
     assert len(list((tmp_path / "smoke" / "derived").glob("*.json"))) == 1
+    # the record command keeps a file that is there; --baselines (recompute) replaces it
+    assert record.derived("linear", settings, recompute, "smoke", write=True, root=tmp_path) == [0.5, 0.25]
+    assert record.derived("linear", settings, lambda: [0.75], "smoke", write=True, root=tmp_path,
+                          recompute=True) == [0.75]
+    assert json.loads(files[0].read_text())["values"] == [0.75]
     files[0].write_text('{"format": "lopbook-rec')                    # torn
     with pytest.raises(ValueError, match=files[0].name + ".*not valid JSON"):
         record.derived("linear", settings, recompute, "smoke", root=tmp_path)
